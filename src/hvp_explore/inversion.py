@@ -1,0 +1,394 @@
+"""GAN inversion for linear inverse problems: CSGM with batched restarts, then optional IAGAN fine-tuning.
+
+Given an observation y = A x + n and a generator G, find a latent z with A G(z) close to y.
+
+**CSGM** (Bora, Jalal, Price, Dimakis, ICML 2017): minimise the measurement error
+MSE(z) = mean(((A G(z) - y) / 2)^2) (images in [-1, 1], error on the [0, 1] pixel scale, see
+:func:`hvp_explore.problems.measurement_mse`) with Adam from several random starts and keep the best.
+Here the R restarts are one optimisation: a single Adam over a latent tensor Z of shape (R, n) on the
+loss sum_r MSE(Z_r). The gradient of row r depends on Z_r alone (the generator is in eval mode, so batch
+norm uses its running statistics and rows never interact) and Adam's update is element-wise, so each
+row follows exactly the trajectory it would follow alone, while the generator runs once per step for all
+of them. The optimisation stops early once the best restart's MSE falls below ``tau * stop_factor``:
+well under the feasibility threshold tau, so an exploration around the solution has room to move
+before it leaves the feasible set.
+
+**IAGAN** (Abu Hussein, Tirer, Giryes, AAAI 2020): starting from the CSGM latent, jointly optimise z
+(Adam, lr 1e-4) and all parameters of a deep copy of G (lr 1e-3) on the same loss for 300 steps. The
+given generator is never modified. Optionally the final image is back-projected onto the measurement
+set, x_bp = x + A^+(y - A x), so that A x_bp = y wherever A A^+ = I.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from hvp_explore._progress import progress_bar
+from hvp_explore.priors import DEFAULT_TRUNCATION, check_prior, project_latents, sample_latents
+from hvp_explore.problems import measurement_mse
+
+DEFAULT_TAU = 2e-3
+DEFAULT_RESTARTS = 4
+DEFAULT_STEPS = 300
+DEFAULT_LR = 0.05
+DEFAULT_STOP_FACTOR = 0.05
+
+
+@dataclass(frozen=True)
+class InversionResult:
+    """The solution of :func:`invert`.
+
+    Attributes:
+        latent: Best latent, shape (n,), detached.
+        generator: The generator that maps ``latent`` to ``image``: the fine-tuned copy when IAGAN ran,
+            else the generator that was passed in.
+        image: The solution image, shape (1, C, H, W) (back-projected when ``back_projected``).
+        measurement_mse: Measurement MSE of ``image`` on the [0, 1] scale.
+        loss_history: Measurement MSE per evaluated iterate: the best restart's at each CSGM step
+            (including the starting point), then IAGAN's at each fine-tuning step and after the last.
+        seconds: Total wall-clock time.
+        timings: Seconds per stage that ran: ``"csgm"``, ``"iagan"``, ``"back_projection"``.
+        restart_mses: Lowest MSE each CSGM restart reached (the latent kept per restart is that one).
+        steps_run: Adam steps CSGM took (fewer than ``steps`` when it stopped early).
+        fine_tuned: Whether IAGAN fine-tuned a copy of the generator.
+        back_projected: Whether ``image`` is the back-projection of G(latent).
+        stopped_early: Whether CSGM stopped on ``tau * stop_factor``.
+    """
+
+    latent: torch.Tensor
+    generator: Callable[[torch.Tensor], torch.Tensor]
+    image: torch.Tensor
+    measurement_mse: float
+    loss_history: tuple[float, ...]
+    seconds: float
+    timings: dict[str, float]
+    restart_mses: tuple[float, ...]
+    steps_run: int
+    fine_tuned: bool
+    back_projected: bool
+    stopped_early: bool
+
+
+# ----------------------------------------------------------------------------------------------------
+# Shared plumbing (also used by hvp_explore.pulse)
+
+
+def _latent_dim(generator, latent_dim: int | None) -> int:
+    n = latent_dim if latent_dim is not None else getattr(generator, "latent_dim", None)
+    if not (isinstance(n, int) and n >= 1):
+        raise ValueError("the generator has no integer 'latent_dim' attribute: pass latent_dim=<size of its latent>")
+    return n
+
+
+def _dtype_device(generator, y: torch.Tensor) -> tuple[torch.dtype, torch.device]:
+    """Compute in the generator's floating dtype and on its device (the observation's for plain callables)."""
+    if isinstance(generator, nn.Module):
+        for t in (*generator.parameters(), *generator.buffers()):
+            if t.is_floating_point():
+                return t.dtype, t.device
+    dtype = y.dtype if y.is_floating_point() else torch.get_default_dtype()
+    return dtype, y.device
+
+
+@contextmanager
+def _frozen(generator) -> Iterator[None]:
+    """Put an ``nn.Module`` generator in eval mode with parameter grads off, and restore both on exit.
+
+    Eval mode makes batch norm use its running statistics, so the rows of a latent batch are independent;
+    frozen parameters keep the latent optimisation from accumulating gradients in the generator.
+    """
+    if not isinstance(generator, nn.Module):
+        yield
+        return
+    modes = [(m, m.training) for m in generator.modules()]
+    flags = [(p, p.requires_grad) for p in generator.parameters()]
+    try:
+        generator.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for m, training in modes:
+            m.train(training)
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def _prepare(generator, forward, y, latent_dim: int | None) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """Validate the problem and return (n, y as a (1, ...) tensor, a probe latent of the right dtype/device).
+
+    The measurement shape of one image is found by a forward pass of G(0), so that ``y`` may be given
+    with or without its batch dimension.
+    """
+    if not callable(generator) or not callable(forward):
+        raise ValueError("generator and forward must be callables (images = generator(latents), y = forward(images))")
+    y = torch.as_tensor(y)
+    n = _latent_dim(generator, latent_dim)
+    dtype, device = _dtype_device(generator, y)
+    z = torch.zeros(1, n, dtype=dtype, device=device)
+    with torch.no_grad(), _frozen(generator):
+        x = generator(z)
+        if x.dim() != 4 or x.shape[0] != 1:
+            raise ValueError(f"the generator must map latents (B, n) to images (B, C, H, W); a (1, {n}) latent gave {tuple(x.shape)}")
+        meas_shape = tuple(forward(x).shape)
+    y = y.to(dtype=dtype, device=device)
+    if tuple(y.shape) == meas_shape[1:]:
+        y = y.unsqueeze(0)
+    if tuple(y.shape) != meas_shape:
+        raise ValueError(
+            f"observation y has shape {tuple(y.shape)} but the forward operator maps one generated image to "
+            f"measurements of shape {meas_shape} (or {meas_shape[1:]} without the batch dimension)"
+        )
+    return n, y, z
+
+
+def _positive_int(name: str, value, *, minimum: int = 1) -> int:
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= minimum):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _positive_float(name: str, value) -> float:
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and value != float("inf")):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Stages
+
+
+@dataclass(frozen=True)
+class _CSGMRun:
+    best_latents: torch.Tensor  # (R, n): per restart, the iterate with the lowest MSE
+    best_mses: torch.Tensor  # (R,)
+    history: tuple[float, ...]
+    steps_run: int
+    stopped_early: bool
+
+
+def _csgm(generator, forward, y, z0, *, steps, lr, prior, truncation, stop_mse, quiet) -> _CSGMRun:
+    """Batched CSGM: one Adam over all restarts (rows of ``z0``), loss = sum of per-row MSEs."""
+    z = z0.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=lr)
+    best_z = z0.detach().clone()
+    best_mse = torch.full((z0.shape[0],), float("inf"), dtype=z0.dtype, device=z0.device)
+    history: list[float] = []
+    stopped = False
+    t = 0
+    with progress_bar("CSGM inversion", steps, quiet=quiet) as bar:
+        while True:
+            mse = measurement_mse(forward, generator(z), y)
+            m = mse.detach()
+            better = m < best_mse
+            best_mse = torch.where(better, m, best_mse)
+            best_z[better] = z.detach()[better]
+            history.append(float(m.min()))
+            if float(best_mse.min()) < stop_mse:
+                stopped = True
+                break
+            if t == steps:
+                break
+            opt.zero_grad(set_to_none=True)
+            mse.sum().backward()
+            opt.step()
+            if prior != "normal":
+                with torch.no_grad():
+                    z.copy_(project_latents(prior, z, truncation=truncation))
+            t += 1
+            bar.advance(status=f"best MSE {float(best_mse.min()):.2e}")
+    return _CSGMRun(best_z, best_mse, tuple(history), t, stopped)
+
+
+def _iagan(generator: nn.Module, forward, y, latent, *, steps, lr_z, lr_g, quiet):
+    """IAGAN: Adam on (z, all parameters of a deep copy of G); returns (copy, z, history)."""
+    tuned = copy.deepcopy(generator)
+    flags = [p.requires_grad for p in tuned.parameters()]
+    modes = [m.training for m in tuned.modules()]
+    # Batch norm stays in eval mode: a batch of one would make its batch statistics degenerate, and the
+    # running statistics are part of what the generator learnt.
+    tuned.eval()
+    params = list(tuned.parameters())
+    for p in params:
+        p.requires_grad_(True)
+        p.grad = None
+    z = latent.detach().clone().unsqueeze(0).requires_grad_(True)
+    opt = torch.optim.Adam([{"params": [z], "lr": lr_z}, {"params": params, "lr": lr_g}])
+    history: list[float] = []
+    with progress_bar("IAGAN fine-tuning", steps, quiet=quiet) as bar:
+        for _ in range(steps):
+            mse = measurement_mse(forward, tuned(z), y)
+            history.append(float(mse.detach()[0]))
+            opt.zero_grad(set_to_none=True)
+            mse.sum().backward()
+            opt.step()
+            bar.advance(status=f"MSE {history[-1]:.2e}")
+    for p, flag in zip(params, flags):
+        p.grad = None
+        p.requires_grad_(flag)
+    for m, training in zip(tuned.modules(), modes):
+        m.train(training)
+    return tuned, z.detach()[0], history
+
+
+# ----------------------------------------------------------------------------------------------------
+# Public entry point
+
+
+def invert(
+    generator: Callable[[torch.Tensor], torch.Tensor],
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    y: torch.Tensor,
+    *,
+    restarts: int = DEFAULT_RESTARTS,
+    steps: int = DEFAULT_STEPS,
+    lr: float = DEFAULT_LR,
+    prior: str = "normal",
+    truncation: float = DEFAULT_TRUNCATION,
+    tau: float = DEFAULT_TAU,
+    stop_factor: float = DEFAULT_STOP_FACTOR,
+    iagan: bool = False,
+    iagan_steps: int = 300,
+    iagan_lr_z: float = 1e-4,
+    iagan_lr_g: float = 1e-3,
+    back_projection: bool = False,
+    init: torch.Tensor | None = None,
+    latent_dim: int | None = None,
+    seed: int = 0,
+    quiet: bool | None = None,
+) -> InversionResult:
+    """Find a latent whose image explains the observation: CSGM, then optionally IAGAN and back-projection.
+
+    CSGM minimises sum_r MSE(z_r), MSE(z) = mean(((A G(z) - y) / 2)^2), over the R rows of one latent
+    tensor with Adam (rows are independent, see the module docstring), starting from
+    ``sample_latents(prior, R, n, generator=torch.Generator().manual_seed(seed))``. After each step the
+    rows are projected onto the prior's support (sphere: renormalised to sqrt(n); truncated: clamped;
+    normal: unconstrained). Each restart keeps its lowest-MSE iterate; the best restart wins. The loop
+    stops as soon as that best MSE is below ``tau * stop_factor`` (``stop_factor=0`` runs all ``steps``).
+
+    With ``iagan=True`` (Abu Hussein et al. 2020) z and every parameter of a deep copy of the generator
+    (in eval mode, so batch norm keeps its running statistics) are optimised jointly with Adam at
+    ``iagan_lr_z`` and ``iagan_lr_g`` for ``iagan_steps`` steps; the result's ``generator`` is the copy
+    (same train/eval mode and requires_grad flags as the original, which is left untouched).
+
+    With ``back_projection=True`` the returned image is x + A^+(y - A x), x = G(z), using the forward
+    operator's ``pinv`` (A^+); then A x_bp = y up to rounding when A has full row rank, and
+    ``measurement_mse`` is that of the back-projected image. The image may leave [-1, 1] and is no
+    longer exactly in the generator's range; ``latent`` and ``generator`` still describe x.
+
+    The generator is put in eval mode with parameter grads off during CSGM; both are restored after.
+
+    Args:
+        generator: Callable (usually an ``nn.Module`` with ``latent_dim``) mapping (B, n) latents to
+            (B, C, H, W) images in [-1, 1]. IAGAN needs an ``nn.Module`` with parameters.
+        forward: Linear forward operator A, images (B, C, H, W) -> measurements (B, ...).
+        y: Observation, measurements of one image with or without the batch dimension.
+        restarts: Number of random starts R, optimised together.
+        steps: Maximum number of CSGM Adam steps.
+        lr: CSGM Adam learning rate.
+        prior: Latent prior of the starts and of the projection: ``"normal"``, ``"truncated"``, ``"sphere"``.
+        truncation: Threshold of the ``"truncated"`` prior.
+        tau: Feasibility threshold on the measurement MSE (SPEC: 2e-3).
+        stop_factor: CSGM stops once the best MSE is below ``tau * stop_factor``; in [0, 1].
+        iagan: Whether to fine-tune a copy of the generator after CSGM.
+        iagan_steps: Number of IAGAN Adam steps.
+        iagan_lr_z: IAGAN learning rate of the latent.
+        iagan_lr_g: IAGAN learning rate of the generator's parameters.
+        back_projection: Whether to back-project the final image (needs ``forward.pinv``).
+        init: Optional starting latents (R, n) or (n,) used instead of the seeded prior draws
+            (then ``restarts`` is ignored).
+        latent_dim: Latent size, for generators without a ``latent_dim`` attribute.
+        seed: Seed of the starting latents.
+        quiet: Hide the progress bars (they only show on a terminal anyway).
+
+    Returns:
+        An :class:`InversionResult`.
+
+    Raises:
+        ValueError: On invalid options, shapes, an unknown prior, IAGAN with a generator that has no
+            parameters, or back-projection with an operator that has no ``pinv``.
+    """
+    start = time.perf_counter()
+    check_prior(prior)
+    restarts = _positive_int("restarts", restarts)
+    steps = _positive_int("steps", steps, minimum=0)
+    lr = _positive_float("lr", lr)
+    tau = _positive_float("tau", tau)
+    if not (isinstance(stop_factor, (int, float)) and 0 <= stop_factor <= 1):
+        raise ValueError(f"stop_factor must be in [0, 1] (CSGM stops below tau * stop_factor), got {stop_factor!r}")
+    if iagan:
+        iagan_steps = _positive_int("iagan_steps", iagan_steps, minimum=0)
+        iagan_lr_z = _positive_float("iagan_lr_z", iagan_lr_z)
+        iagan_lr_g = _positive_float("iagan_lr_g", iagan_lr_g)
+        if not isinstance(generator, nn.Module) or not any(True for _ in generator.parameters()):
+            raise ValueError("iagan=True fine-tunes the generator's parameters: pass a torch.nn.Module with parameters")
+    if back_projection and not callable(getattr(forward, "pinv", None)):
+        raise ValueError(
+            f"back_projection=True needs a forward operator with a pinv(y) method (its pseudo-inverse A^+); "
+            f"{type(forward).__name__} has none"
+        )
+    n, y, probe = _prepare(generator, forward, y, latent_dim)
+
+    if init is None:
+        z0 = sample_latents(
+            prior, restarts, n, generator=torch.Generator().manual_seed(seed), truncation=truncation, dtype=probe.dtype
+        ).to(probe.device)
+    else:
+        z0 = torch.as_tensor(init).to(dtype=probe.dtype, device=probe.device)
+        z0 = z0.unsqueeze(0) if z0.dim() == 1 else z0
+        if z0.dim() != 2 or z0.shape[1] != n:
+            raise ValueError(f"init must have shape (R, {n}) or ({n},), got {tuple(torch.as_tensor(init).shape)}")
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    with _frozen(generator):
+        run = _csgm(
+            generator, forward, y, z0, steps=steps, lr=lr, prior=prior, truncation=truncation,
+            stop_mse=tau * stop_factor, quiet=quiet,
+        )  # fmt: skip
+    timings["csgm"] = time.perf_counter() - t0
+    best = int(run.best_mses.argmin())
+    latent = run.best_latents[best].clone()
+    history = list(run.history)
+
+    used = generator
+    if iagan:
+        t0 = time.perf_counter()
+        used, latent, iagan_history = _iagan(
+            generator, forward, y, latent, steps=iagan_steps, lr_z=iagan_lr_z, lr_g=iagan_lr_g, quiet=quiet
+        )
+        history.extend(iagan_history)
+        timings["iagan"] = time.perf_counter() - t0
+
+    with torch.no_grad(), _frozen(used):
+        image = used(latent.unsqueeze(0))
+        mse = float(measurement_mse(forward, image, y)[0])
+        if iagan:
+            history.append(mse)
+        if back_projection:
+            t0 = time.perf_counter()
+            image = image + forward.pinv(y - forward(image)).reshape(image.shape)
+            mse = float(measurement_mse(forward, image, y)[0])
+            timings["back_projection"] = time.perf_counter() - t0
+
+    return InversionResult(
+        latent=latent,
+        generator=used,
+        image=image.detach(),
+        measurement_mse=mse,
+        loss_history=tuple(history),
+        seconds=time.perf_counter() - start,
+        timings=timings,
+        restart_mses=tuple(float(v) for v in run.best_mses),
+        steps_run=run.steps_run,
+        fine_tuned=bool(iagan),
+        back_projected=bool(back_projection),
+        stopped_early=run.stopped_early,
+    )

@@ -1,0 +1,155 @@
+"""Top-k eigensolvers against dense float64 eigendecompositions.
+
+Each solver runs with tol = 1e-9 on float64 operators: a converged pair then has
+||H v - lambda v|| <= 1e-9 lambda_1, so (Bauer-Fike) its eigenvalue is within 1e-9 lambda_1 of the exact
+one and (Davis-Kahan) its subspace angle is below residual / gap. The spectra below have relative
+gaps >= 1e-2 at k, so principal-angle cosines must exceed 1 - 1e-12; we assert 1 - 1e-8.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from conftest import MatrixOperator, TinyConvGenerator, spectrum_matrix
+
+from hvp_explore import ConvergenceWarning, choose_solver, measurement_hessian, perceptual_hessian, subspace_cosines, top_eigenpairs
+from hvp_explore.metrics import PixelMetric
+
+ITERATIVE = ["arpack", "lanczos", "lobpcg", "block-krylov"]
+TOL = 1e-9
+
+
+def power_law_operator(n=150, alpha=1.5, seed=0):
+    values = torch.arange(1, n + 1, dtype=torch.float64).pow(-alpha)
+    return MatrixOperator.make(spectrum_matrix(values, seed)), values
+
+
+def generator_operator():
+    """H_X (pixel metric) of a conv generator with a 48-d latent: full rank, decaying spectrum."""
+    gen = TinyConvGenerator(latent_dim=48)
+    z0 = torch.randn(48, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    return perceptual_hessian(gen, PixelMetric(), z0)
+
+
+def check_against_dense(result, H, k):
+    evals, evecs = torch.linalg.eigh(H)
+    ref_values, ref_vectors = evals.flip(0)[:k], evecs.flip(1)[:, :k]
+    top = float(ref_values[0])
+    assert result.values.shape == (k,) and result.vectors.shape == (H.shape[0], k)
+    assert torch.all(result.values[:-1] >= result.values[1:])  # descending
+    assert float((result.values - ref_values).abs().max()) <= 10 * TOL * top
+    cosines = subspace_cosines(result.vectors, ref_vectors)
+    assert float(cosines.min()) >= 1 - 1e-8, f"principal-angle cosines {cosines}"
+    gram = result.vectors.T @ result.vectors
+    assert float((gram - torch.eye(k, dtype=torch.float64)).abs().max()) < 1e-10
+    true_residuals = (H @ result.vectors - result.vectors * result.values).norm(dim=0)
+    assert torch.allclose(result.residuals, true_residuals, rtol=1e-6, atol=1e-12 * top)
+    assert result.all_converged and result.max_relative_residual <= TOL
+    return cosines
+
+
+@pytest.mark.parametrize("solver", ["dense", *ITERATIVE, "auto"])
+def test_power_law_spectrum(solver):
+    op, values = power_law_operator()
+    result = top_eigenpairs(op, 10, solver=solver, tol=TOL, seed=0)
+    check_against_dense(result, op.dense(), 10)
+    assert result.matvecs > 0 and result.seconds > 0
+
+
+@pytest.mark.parametrize("solver", ["dense", "jacobian", *ITERATIVE, "auto"])
+def test_generator_perceptual_hessian(solver):
+    op = generator_operator()
+    H = op.dense()
+    op.reset_counters()
+    result = top_eigenpairs(op, 8, solver=solver, tol=TOL, seed=0)
+    check_against_dense(result, H, 8)
+    assert result.matvecs + result.check_matvecs == op.num_matvecs
+
+
+def test_single_vector_krylov_product_counts():
+    """Lanczos and ARPACK stay within 3k products (plus k to verify) on a decaying spectrum."""
+    op, _ = power_law_operator(n=400, alpha=2.0)
+    for solver in ("lanczos", "arpack"):
+        result = top_eigenpairs(op, 20, solver=solver, tol=1e-6)
+        assert result.all_converged
+        assert result.matvecs <= 3 * 20, (solver, result.matvecs)
+        assert result.check_matvecs == 20
+
+
+def test_lanczos_residual_estimates_are_true_residuals():
+    op, _ = power_law_operator(n=200, alpha=1.0)
+    result = top_eigenpairs(op, 10, solver="lanczos", tol=1e-3)
+    estimates = result.info["residual_estimates"]
+    assert torch.allclose(estimates, result.residuals, rtol=1e-5, atol=1e-13)
+
+
+def test_rank_deficient_measurement_hessian():
+    """m = 4 measurements, k = 6: the Jacobian solver pads exact zero pairs; Krylov solvers find the range."""
+    gen = TinyConvGenerator(latent_dim=16)
+    z0 = torch.randn(16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    op = measurement_hessian(gen, torch.nn.AvgPool2d(4), z0)  # 8x8 -> 2x2: m = 4
+    H = op.dense()
+    ref = torch.linalg.eigvalsh(H).flip(0)
+    jac = top_eigenpairs(op, 6, solver="jacobian", tol=TOL)
+    assert torch.allclose(jac.values, ref[:6], atol=1e-12 * float(ref[0]))
+    assert torch.equal(jac.values[4:], torch.zeros(2, dtype=torch.float64)) and jac.all_converged
+    for solver in ("lanczos", "block-krylov", "dense"):
+        res = top_eigenpairs(op, 4, solver=solver, tol=TOL)
+        check_against_dense(res, H, 4)
+
+
+def test_non_convergence_returns_flagged_partial_results():
+    op, _ = power_law_operator(n=300, alpha=0.3)  # slow decay: hard
+    for solver in ITERATIVE:
+        with pytest.warns(ConvergenceWarning, match="did not reach"):
+            result = top_eigenpairs(op, 10, solver=solver, tol=1e-12, max_matvecs=25)
+        assert 0 < result.k <= 10
+        assert not result.all_converged
+        assert result.converged.dtype == torch.bool and result.residuals.shape == (result.k,)
+        # what is flagged converged really is
+        ok = result.converged
+        assert torch.all(result.residuals[ok] <= 1e-12 * result.values[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        top_eigenpairs(op, 10, solver="block-krylov", tol=1e-12, max_matvecs=25, warn=False)
+
+
+@pytest.mark.parametrize("solver", ITERATIVE)
+def test_same_seed_same_result(solver):
+    op, _ = power_law_operator(n=100)
+    a = top_eigenpairs(op, 5, solver=solver, tol=1e-8, seed=7)
+    b = top_eigenpairs(op, 5, solver=solver, tol=1e-8, seed=7)
+    assert torch.equal(a.values, b.values) and torch.equal(a.vectors, b.vectors)
+
+
+def test_auto_picks_by_cost_and_records_its_choice():
+    gen = TinyConvGenerator(latent_dim=48)
+    z0 = torch.randn(48, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    short = measurement_hessian(gen, torch.nn.AvgPool2d(4), z0)  # m = 4: the Jacobian is cheapest
+    assert choose_solver(short, 4)[0] == "jacobian"
+    result = top_eigenpairs(short, 4, tol=TOL)
+    assert result.solver == "jacobian" and "jacobian ~4" in result.info["auto"]
+    big, _ = power_law_operator(n=400)  # no residual form, n large: block Krylov
+    assert choose_solver(big, 10)[0] == "block-krylov"
+    small, _ = power_law_operator(n=30)  # n small: the dense matrix is cheaper
+    assert choose_solver(small, 10)[0] == "dense"
+
+
+def test_invalid_arguments():
+    op, _ = power_law_operator(n=20)
+    with pytest.raises(ValueError, match="unknown solver"):
+        top_eigenpairs(op, 3, solver="power")
+    with pytest.raises(ValueError, match="positive integer"):
+        top_eigenpairs(op, 0)
+    with pytest.raises(ValueError, match="at most the latent dimension"):
+        top_eigenpairs(op, 21)
+    with pytest.raises(ValueError, match="needs k < n"):
+        top_eigenpairs(op, 20, solver="arpack")
+    with pytest.raises(ValueError, match="Gauss-Newton"):
+        top_eigenpairs(op, 3, solver="jacobian")
+    with pytest.raises(ValueError, match="tol must be positive"):
+        top_eigenpairs(op, 3, tol=0)
+    full = top_eigenpairs(op, 20, solver="dense")
+    assert full.k == 20 and full.all_converged

@@ -1,0 +1,75 @@
+"""The generalized pencil H_X d = mu (H_Y + eps I) d against LAPACK's dense symmetric-definite solver."""
+
+from __future__ import annotations
+
+import pytest
+import scipy.linalg
+import torch
+from conftest import MatrixOperator, TinyConvGenerator
+
+from hvp_explore import measurement_hessian, perceptual_hessian, subspace_cosines, top_generalized_eigenpairs
+from hvp_explore.metrics import PixelMetric
+
+
+def pencil_case(latent_dim=24, pool=4):
+    gen = TinyConvGenerator(latent_dim=latent_dim)
+    z0 = torch.randn(latent_dim, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    HY = measurement_hessian(gen, torch.nn.AvgPool2d(pool), z0)  # m = (8 / pool)^2: rank-deficient
+    HX = perceptual_hessian(gen, PixelMetric(), z0)
+    return HX, HY
+
+
+def dense_pencil(HX, HY, eps, k):
+    A, B = HX.dense().numpy(), HY.dense().numpy()
+    values, vectors = scipy.linalg.eigh(A, B + eps * torch.eye(A.shape[0], dtype=torch.float64).numpy())
+    return torch.from_numpy(values[::-1][:k].copy()), torch.from_numpy(vectors[:, ::-1][:, :k].copy())
+
+
+@pytest.mark.parametrize("solver", ["whitened", "lobpcg", "dense", "auto"])
+@pytest.mark.parametrize("eps", [1e-1, 1e-3])
+def test_pencil_matches_lapack(solver, eps):
+    HX, HY = pencil_case()
+    k = 5
+    ref_values, ref_vectors = dense_pencil(HX, HY, eps, k)
+    result = top_generalized_eigenpairs(HX, HY, k, eps=eps, solver=solver, tol=1e-10)
+    assert result.solver == ("whitened" if solver == "auto" else solver)
+    # Eigenvalues to 1e-8 relative (solver tolerance 1e-10 times the pencil's conditioning ~1/eps)
+    assert torch.allclose(result.values, ref_values, rtol=1e-8)
+    assert torch.allclose(result.vectors.norm(dim=0), torch.ones(k, dtype=torch.float64))
+    # Directions agree up to sign with LAPACK's (distinct eigenvalues), compared as unit vectors
+    ref_unit = ref_vectors / ref_vectors.norm(dim=0)
+    assert torch.allclose((result.vectors * ref_unit).sum(0).abs(), torch.ones(k, dtype=torch.float64), atol=1e-7)
+    assert result.all_converged
+    # Residuals are those of the pencil, for unit directions
+    A, B = HX.dense(), HY.dense() + eps * torch.eye(24, dtype=torch.float64)
+    true = (A @ result.vectors - (B @ result.vectors) * result.values).norm(dim=0)
+    assert torch.allclose(result.residuals, true, rtol=1e-6, atol=1e-14)
+
+
+def test_small_eps_limit_is_projected_perceptual_metric():
+    """As eps -> 0 the top pencil directions span the top eigenvectors of P H_X P, P = I - proj(range H_Y)."""
+    HX, HY = pencil_case()
+    J = HY.jacobian()
+    _, _, Vh = torch.linalg.svd(J, full_matrices=False)
+    P = torch.eye(24, dtype=torch.float64) - Vh.T @ Vh
+    evals, evecs = torch.linalg.eigh(P @ HX.dense() @ P)
+    result = top_generalized_eigenpairs(HX, HY, 3, eps=1e-9, solver="whitened", tol=1e-6)
+    Q, _ = torch.linalg.qr(result.vectors)
+    assert float(subspace_cosines(Q, evecs.flip(1)[:, :3]).min()) > 1 - 1e-6
+    # mu ~ eigenvalue of P H_X P / eps in that limit
+    assert torch.allclose(result.values * 1e-9, evals.flip(0)[:3], rtol=1e-4)
+
+
+def test_generalized_errors():
+    HX, HY = pencil_case()
+    plain = MatrixOperator.make(HY.dense())
+    with pytest.raises(ValueError, match="needs B as a Gauss-Newton operator"):
+        top_generalized_eigenpairs(HX, plain, 3, solver="whitened")
+    with pytest.raises(ValueError, match="eps must be positive"):
+        top_generalized_eigenpairs(HX, HY, 3, eps=0)
+    with pytest.raises(ValueError, match="unknown generalized solver"):
+        top_generalized_eigenpairs(HX, HY, 3, solver="qz")
+    with pytest.raises(ValueError, match="k must be between"):
+        top_generalized_eigenpairs(HX, HY, 0)
+    # B without a Jacobian falls back to LOBPCG under auto
+    assert top_generalized_eigenpairs(HX, plain, 3, eps=1e-2, tol=1e-8).solver == "lobpcg"

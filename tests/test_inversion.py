@@ -1,0 +1,272 @@
+"""Latent priors, CSGM inversion (batched restarts, early stop), IAGAN and back-projection."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hvp_explore.inversion import InversionResult, invert
+from hvp_explore.priors import project_latents, sample_latents
+from hvp_explore.problems import measurement_mse
+
+TAU = 2e-3
+
+
+class AreaDown2:
+    """2x2 area downsampling A (linear) with its pseudo-inverse A^+ = nearest-neighbour upsampling.
+
+    A A^T = I / 4 (each measurement averages 4 disjoint pixels), so A^+ = A^T (A A^T)^{-1} = 4 A^T, which
+    copies each measurement into its 2x2 block.
+    """
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, 2)
+
+    def pinv(self, y: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(y, scale_factor=2, mode="nearest")
+
+
+def _problem(generator, seed: int = 5):
+    """An observation of the generator's own image, so that an exact solution exists."""
+    z_true = torch.randn(1, generator.latent_dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    with torch.no_grad():
+        y = AreaDown2()(generator(z_true))
+    return AreaDown2(), y
+
+
+# ----------------------------------------------------------------------------------------------------
+# Priors
+
+
+def test_normal_prior_is_the_seeded_float64_gaussian_cast_to_dtype():
+    z = sample_latents("normal", 3, 7, generator=torch.Generator().manual_seed(4), dtype=torch.float32)
+    ref = torch.randn(3, 7, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    assert z.dtype == torch.float32
+    assert torch.equal(z, ref.float())
+
+
+def test_sphere_prior_rows_have_norm_sqrt_n_and_projection_is_idempotent():
+    n = 33
+    z = sample_latents("sphere", 50, n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(z.norm(dim=1), torch.full((50,), math.sqrt(n), dtype=torch.float64), rtol=1e-13, atol=0)
+    # The projection rescales rows without turning them, and projecting twice changes nothing.
+    w = 3.0 * torch.randn(4, n, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    p = project_latents("sphere", w)
+    torch.testing.assert_close(p.norm(dim=1), torch.full((4,), math.sqrt(n), dtype=torch.float64), rtol=1e-13, atol=0)
+    torch.testing.assert_close(p / p.norm(dim=1, keepdim=True), w / w.norm(dim=1, keepdim=True), rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(project_latents("sphere", p), p, rtol=1e-14, atol=0)
+
+
+def test_truncated_prior_is_within_threshold_and_has_the_truncated_normal_variance():
+    t = 0.5
+    z = sample_latents("truncated", 400, 100, generator=torch.Generator().manual_seed(2), truncation=t, dtype=torch.float64)
+    assert float(z.abs().max()) <= t
+    # Var of N(0, 1) conditioned on |z| <= t: 1 - 2 t phi(t) / (2 Phi(t) - 1). With 40,000 draws the
+    # standard error of the sample mean of z^2 is below 1e-3; 5e-3 is more than 5 standard errors.
+    phi = math.exp(-t * t / 2) / math.sqrt(2 * math.pi)
+    var = 1 - 2 * t * phi / math.erf(t / math.sqrt(2))
+    assert abs(float(z.pow(2).mean()) - var) < 5e-3
+    assert abs(float(z.mean())) < 5e-3  # symmetric; standard error sqrt(var / 40000) < 1.5e-3
+    w = torch.tensor([[-2.0, -0.3, 0.0, 0.4, 1.5]], dtype=torch.float64)
+    assert torch.equal(project_latents("truncated", w, truncation=t), torch.tensor([[-0.5, -0.3, 0.0, 0.4, 0.5]], dtype=torch.float64))
+    assert torch.equal(project_latents("normal", w), w)
+
+
+def test_priors_are_deterministic_and_reject_unknown_names():
+    a = sample_latents("truncated", 5, 6, generator=torch.Generator().manual_seed(9), truncation=0.3)
+    b = sample_latents("truncated", 5, 6, generator=torch.Generator().manual_seed(9), truncation=0.3)
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="unknown latent prior 'uniform'"):
+        sample_latents("uniform", 1, 2, generator=torch.Generator())
+    with pytest.raises(ValueError, match="unknown latent prior"):
+        project_latents("cube", torch.zeros(2))
+    with pytest.raises(ValueError, match="truncation must be a positive"):
+        sample_latents("truncated", 1, 2, generator=torch.Generator(), truncation=0.0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# CSGM
+
+
+def test_csgm_reaches_tau_deterministically(mlp_generator):
+    forward, y = _problem(mlp_generator)
+    a = invert(mlp_generator, forward, y, seed=3, quiet=True)
+    b = invert(mlp_generator, forward, y, seed=3, quiet=True)
+    assert isinstance(a, InversionResult)
+    assert a.measurement_mse < TAU
+    assert torch.equal(a.latent, b.latent) and a.loss_history == b.loss_history
+    # The reported image and MSE are those of the returned latent through the returned generator.
+    assert a.generator is mlp_generator and not a.fine_tuned and not a.back_projected
+    with torch.no_grad():
+        image = mlp_generator(a.latent.unsqueeze(0))
+    torch.testing.assert_close(a.image, image, rtol=0, atol=1e-14)
+    assert a.measurement_mse == pytest.approx(float(measurement_mse(forward, image, y)[0]), rel=1e-10, abs=1e-20)
+    assert a.measurement_mse == pytest.approx(min(a.restart_mses), rel=1e-10, abs=1e-20)
+    assert a.latent.shape == (mlp_generator.latent_dim,) and a.image.shape == (1, 1, 4, 4)
+    assert set(a.timings) == {"csgm"} and a.seconds >= a.timings["csgm"] > 0
+
+
+def test_batched_restarts_equal_restarts_run_one_by_one(mlp_generator):
+    forward, y = _problem(mlp_generator)
+    n, seed, restarts = mlp_generator.latent_dim, 11, 3
+    batched = invert(mlp_generator, forward, y, restarts=restarts, steps=60, lr=0.05, stop_factor=0.0, seed=seed, quiet=True)
+    # The documented starts: the seeded prior draws, one row per restart.
+    starts = sample_latents("normal", restarts, n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    with torch.no_grad():
+        first = measurement_mse(forward, mlp_generator(starts), y)
+    assert batched.loss_history[0] == pytest.approx(float(first.min()), rel=1e-12)
+    alone = [invert(mlp_generator, forward, y, init=starts[i], steps=60, lr=0.05, stop_factor=0.0, quiet=True) for i in range(restarts)]
+    # Rows interact only through floating-point summation order (batched vs single matmuls, float64),
+    # so the per-restart results agree far below any optimisation-relevant scale.
+    torch.testing.assert_close(
+        torch.tensor(batched.restart_mses), torch.tensor([r.restart_mses[0] for r in alone]), rtol=1e-8, atol=1e-20
+    )
+    best = min(range(restarts), key=lambda i: alone[i].measurement_mse)
+    torch.testing.assert_close(batched.latent, alone[best].latent, rtol=1e-8, atol=1e-10)
+    # The restarts end in different places (they are genuinely different runs).
+    assert len({round(m, 30) for m in batched.restart_mses}) == restarts
+
+
+def test_early_stop_stops_at_the_first_iterate_under_tau_times_stop_factor(mlp_generator):
+    forward, y = _problem(mlp_generator)
+    full = invert(mlp_generator, forward, y, steps=400, lr=0.05, stop_factor=0.0, quiet=True)
+    assert full.steps_run == 400 and not full.stopped_early and len(full.loss_history) == 401
+    stop = invert(mlp_generator, forward, y, steps=400, lr=0.05, stop_factor=0.05, quiet=True)
+    threshold = TAU * 0.05
+    assert stop.stopped_early and stop.steps_run < 400 and len(stop.loss_history) == stop.steps_run + 1
+    assert stop.measurement_mse < threshold <= min(stop.loss_history[:-1])
+    # Up to the stop both runs are the same optimisation.
+    assert stop.loss_history == full.loss_history[: stop.steps_run + 1]
+
+
+def test_projected_csgm_keeps_latents_on_the_sphere(mlp_generator):
+    forward, y = _problem(mlp_generator)
+    r = invert(mlp_generator, forward, y, prior="sphere", lr=0.05, steps=100, stop_factor=0.0, quiet=True)
+    assert float(r.latent.norm()) == pytest.approx(math.sqrt(mlp_generator.latent_dim), rel=1e-13)
+    assert r.measurement_mse < TAU
+
+
+def test_generator_state_is_restored_and_no_gradients_leak(conv_generator):
+    forward, y = _problem(conv_generator)
+    conv_generator.train()
+    conv_generator.fc.weight.requires_grad_(False)
+    flags = [p.requires_grad for p in conv_generator.parameters()]
+    buffers = {k: v.clone() for k, v in conv_generator.state_dict().items()}
+    invert(conv_generator, forward, y, steps=20, quiet=True)
+    assert all(m.training for m in conv_generator.modules())
+    assert [p.requires_grad for p in conv_generator.parameters()] == flags
+    assert all(p.grad is None for p in conv_generator.parameters())
+    # Batch norm ran in eval mode: its running statistics did not move.
+    assert all(torch.equal(v, buffers[k]) for k, v in conv_generator.state_dict().items())
+
+
+# ----------------------------------------------------------------------------------------------------
+# IAGAN and back-projection
+
+
+def test_iagan_lowers_the_loss_and_leaves_the_generator_untouched(conv_generator):
+    forward, y = _problem(conv_generator, seed=7)
+    conv_generator.net[2].weight.requires_grad_(False)  # a frozen layer must stay frozen in the original
+    flags = [p.requires_grad for p in conv_generator.parameters()]
+    state = copy.deepcopy(conv_generator.state_dict())
+    csgm = invert(conv_generator, forward, y, restarts=2, steps=15, stop_factor=0.0, quiet=True)
+    tuned = invert(conv_generator, forward, y, restarts=2, steps=15, stop_factor=0.0, iagan=True, quiet=True)
+    assert tuned.fine_tuned and set(tuned.timings) == {"csgm", "iagan"}
+    assert tuned.measurement_mse < 0.5 * csgm.measurement_mse
+    # History: CSGM's iterates, then 300 IAGAN steps and the final point.
+    assert tuned.loss_history[: len(csgm.loss_history)] == csgm.loss_history
+    assert len(tuned.loss_history) == len(csgm.loss_history) + 300 + 1
+    assert tuned.loss_history[-1] == tuned.measurement_mse
+    # The original: same values, flags and mode; the copy: new weights, same flags and mode.
+    assert all(torch.equal(v, state[k]) for k, v in conv_generator.state_dict().items())
+    assert [p.requires_grad for p in conv_generator.parameters()] == flags
+    assert not conv_generator.training
+    g = tuned.generator
+    assert g is not conv_generator and not g.training
+    assert [p.requires_grad for p in g.parameters()] == flags
+    assert all(p.grad is None for p in g.parameters())
+    assert not torch.equal(g.net[2].weight, conv_generator.net[2].weight)  # fine-tuned although frozen in G
+    # Batch norm stayed in eval mode during fine-tuning: running statistics unchanged in the copy.
+    for k, v in g.state_dict().items():
+        if "running" in k:
+            assert torch.equal(v, state[k])
+    with torch.no_grad():
+        image = g(tuned.latent.unsqueeze(0))
+    torch.testing.assert_close(tuned.image, image, rtol=0, atol=1e-14)
+    assert tuned.measurement_mse == pytest.approx(float(measurement_mse(forward, image, y)[0]), rel=1e-10)
+
+
+def test_back_projection_makes_measurements_exact(mlp_generator):
+    forward = AreaDown2()
+    # The test operator's pinv is the Moore-Penrose pseudo-inverse of its dense matrix.
+    eye = torch.eye(16, dtype=torch.float64).view(16, 1, 4, 4)
+    dense = forward(eye).reshape(16, 4).T  # (4, 16)
+    pinv_dense = forward.pinv(torch.eye(4, dtype=torch.float64).view(4, 1, 2, 2)).reshape(4, 16).T
+    torch.testing.assert_close(pinv_dense, torch.linalg.pinv(dense), rtol=0, atol=1e-14)
+    # An observation outside the generator's range, so that the back-projection has work to do.
+    y = torch.rand(1, 1, 2, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
+    r = invert(mlp_generator, forward, y, steps=30, back_projection=True, quiet=True)
+    assert r.back_projected and "back_projection" in r.timings
+    with torch.no_grad():
+        x = mlp_generator(r.latent.unsqueeze(0))
+    assert float(measurement_mse(forward, x, y)[0]) > 1e-6  # G(z) alone does not fit y
+    torch.testing.assert_close(forward(r.image), y, rtol=0, atol=1e-14)
+    assert r.measurement_mse < 1e-28
+    # x_bp - x = A^+(y - A x) lies in the row space of A: constant on each 2x2 block.
+    d = r.image - x
+    torch.testing.assert_close(d, F.interpolate(F.avg_pool2d(d, 2), scale_factor=2, mode="nearest"), rtol=0, atol=1e-14)
+
+
+def test_invalid_options_raise_clear_errors(mlp_generator):
+    forward, y = _problem(mlp_generator)
+    with pytest.raises(ValueError, match="pinv"):
+        invert(mlp_generator, lambda x: F.avg_pool2d(x, 2), y, back_projection=True, quiet=True)
+    with pytest.raises(ValueError, match="nn.Module with parameters"):
+        invert(lambda z: mlp_generator(z), forward, y, iagan=True, latent_dim=8, quiet=True)
+    with pytest.raises(ValueError, match="latent_dim"):
+        invert(lambda z: mlp_generator(z), forward, y, quiet=True)
+    with pytest.raises(ValueError, match=r"observation y has shape \(1, 1, 3, 3\)"):
+        invert(mlp_generator, forward, torch.zeros(1, 1, 3, 3), quiet=True)
+    with pytest.raises(ValueError, match="unknown latent prior"):
+        invert(mlp_generator, forward, y, prior="laplace", quiet=True)
+    with pytest.raises(ValueError, match="stop_factor"):
+        invert(mlp_generator, forward, y, stop_factor=2.0, quiet=True)
+    with pytest.raises(ValueError, match="restarts must be an integer >= 1"):
+        invert(mlp_generator, forward, y, restarts=0, quiet=True)
+    with pytest.raises(ValueError, match=r"init must have shape \(R, 8\)"):
+        invert(mlp_generator, forward, y, init=torch.zeros(2, 5), quiet=True)
+    # A plain callable works when the latent size is given, and y may omit its batch dimension.
+    r = invert(lambda z: mlp_generator(z), forward, y[0], latent_dim=8, quiet=True)
+    assert r.measurement_mse < TAU
+
+
+def test_default_dcgan_super_resolution_x4_reaches_tau():
+    from hvp_explore.generators.dcgan import DCGANGenerator
+
+    torch.manual_seed(0)
+    generator = DCGANGenerator()
+    # Batch-norm statistics of the random network: with PyTorch's default initialisation its images
+    # barely depend on z (any start would already be feasible); calibrated, they vary like a trained GAN's.
+    with torch.no_grad():
+        for m in generator.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.momentum = None
+        generator.train()(torch.randn(256, 512, generator=torch.Generator().manual_seed(0)))
+    generator.eval()
+
+    def forward(x):  # super-resolution x4 by 4x4 area averaging, 32x32 -> 8x8
+        return F.avg_pool2d(x, 4)
+
+    with torch.no_grad():
+        y = forward(generator(torch.randn(1, 512, generator=torch.Generator().manual_seed(1))))
+    r = invert(generator, forward, y, quiet=True)
+    assert r.loss_history[0] > TAU  # the starts are not solutions
+    assert r.measurement_mse < TAU and r.stopped_early
+    # Bounded cost: measured 10-15 Adam steps of 4 restarts (docs/inversion.md), well inside the step
+    # budget; the time bound is loose because the CPU is shared.
+    assert r.steps_run <= 60
+    assert r.seconds < 30

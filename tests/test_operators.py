@@ -1,0 +1,231 @@
+"""Curvature operators against dense float64 references (autograd Hessians and full Jacobians).
+
+Tolerances: everything runs in float64, the GGN and double-backprop products evaluate the same
+derivatives through different autograd paths, so they agree to rounding (~1e-15 relative); we
+allow 1e-10 to stay far from flakiness while catching any real mistake (which would be O(1)).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import TinyConvGenerator, dense_reference_hessian
+
+from hvp_explore import NonFiniteError, gauss_newton_operator, hessian_operator, measurement_hessian, perceptual_hessian
+from hvp_explore.metrics import ClassifierMetric, PixelMetric
+from hvp_explore.generators.dcgan import FashionClassifier
+
+RTOL = 1e-10
+
+
+def rel(a, b):
+    return float((a - b).norm() / b.norm().clamp_min(1e-300))
+
+
+def rng(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+# --- generic operators ----------------------------------------------------------------------------
+
+def test_hessian_of_quadratic_is_its_matrix():
+    n = 7
+    M = torch.randn(n, n, generator=rng(), dtype=torch.float64)
+    A, b = M @ M.T, torch.randn(n, generator=rng(1), dtype=torch.float64)
+    op = hessian_operator(lambda z: 0.5 * z @ A @ z + b @ z, torch.randn(n, generator=rng(2), dtype=torch.float64))
+    assert rel(op.dense(), A) < RTOL
+
+
+def test_hessian_of_nonquadratic_matches_autograd():
+    n = 6
+    W = torch.randn(4, n, generator=rng(), dtype=torch.float64)
+    f = lambda z: torch.sin(W @ z).sum() + (z**4).sum() / 12  # noqa: E731
+    z0 = torch.randn(n, generator=rng(1), dtype=torch.float64)
+    ref = torch.autograd.functional.hessian(f, z0)
+    assert rel(hessian_operator(f, z0).dense(), ref) < RTOL
+
+
+def test_hessian_of_affine_function_is_zero():
+    op = hessian_operator(lambda z: 3.0 * z.sum(), torch.ones(4, dtype=torch.float64))
+    assert torch.equal(op.dense(), torch.zeros(4, 4, dtype=torch.float64))
+
+
+def test_gauss_newton_is_jt_j_even_away_from_a_zero_residual():
+    n = 5
+    W = torch.randn(9, n, generator=rng(), dtype=torch.float64)
+    r = lambda z: torch.tanh(W @ z) + 0.3  # noqa: E731 - a residual that does not vanish at z0
+    z0 = torch.randn(n, generator=rng(1), dtype=torch.float64)
+    J = torch.autograd.functional.jacobian(r, z0)
+    op = gauss_newton_operator(r, z0)
+    assert rel(op.dense(), J.T @ J) < RTOL
+    assert rel(op.jacobian(), J) < RTOL
+    assert op.residual_dim == 9 and op.residual_norm == pytest.approx(float(r(z0).norm()))
+
+
+def test_matrix_valued_residual_is_flattened():
+    n = 4
+    W = torch.randn(3, 2, n, generator=rng(), dtype=torch.float64)
+    op = gauss_newton_operator(lambda z: torch.einsum("abn,n->ab", W, z), torch.zeros(n, dtype=torch.float64))
+    Jf = W.reshape(6, n)
+    assert rel(op.dense(), Jf.T @ Jf) < RTOL
+
+
+# --- H_Y over every generator x forward-operator case ----------------------------------------------
+
+def test_measurement_hessian_matches_dense_references(inverse_case):
+    generator, forward, z0 = inverse_case
+    H_ref, J_ref = dense_reference_hessian(generator, forward, z0)
+    ggn = measurement_hessian(generator, forward, z0, method="ggn")
+    dbp = measurement_hessian(generator, forward, z0, method="double-backprop")
+    H_ggn, H_dbp = ggn.dense(), dbp.dense()
+    # At z0 the residual vanishes, so the full Hessian equals J^T J: all four agree.
+    assert rel(H_ref, J_ref.T @ J_ref) < RTOL
+    assert rel(H_ggn, H_ref) < RTOL
+    assert rel(H_dbp, H_ref) < RTOL
+    assert rel(ggn.jacobian(), J_ref) < RTOL
+    assert ggn.residual_dim == forward.num_measurements
+
+
+def test_operators_are_symmetric_psd_and_consistent(inverse_case):
+    generator, forward, z0 = inverse_case
+    for method in ("ggn", "double-backprop"):
+        op = measurement_hessian(generator, forward, z0, method=method)
+        H = op.dense()
+        assert rel(H, H.T) < 1e-12
+        eig = torch.linalg.eigvalsh(H)
+        assert eig.min() >= -1e-12 * eig.max()
+        V = torch.randn(op.shape[0], 3, generator=rng(3), dtype=torch.float64)
+        stacked = torch.stack([op.matvec(V[:, i]) for i in range(3)], dim=1)
+        assert rel(op.matmat(V), stacked) < RTOL
+
+
+def test_to_scipy_round_trips_and_numpy_in_numpy_out(conv_generator):
+    forward = torch.nn.AvgPool2d(2)
+    z0 = torch.randn(16, generator=rng(), dtype=torch.float64)
+    op = measurement_hessian(conv_generator, forward, z0)
+    sp = op.to_scipy()
+    assert sp.shape == (16, 16) and sp.dtype == np.float64
+    V = np.random.default_rng(0).standard_normal((16, 4))
+    ref = op.matmat(torch.from_numpy(V)).numpy()
+    np.testing.assert_allclose(sp.matmat(V), ref, rtol=1e-12)
+    np.testing.assert_allclose(sp.matvec(V[:, 0]), ref[:, 0], rtol=1e-12)
+    np.testing.assert_allclose(sp @ V[:, 1], ref[:, 1], rtol=1e-12)
+    out = op.matvec(V[:, 0])
+    assert isinstance(out, np.ndarray) and out.dtype == np.float64
+    np.testing.assert_allclose(out, ref[:, 0], rtol=1e-12)
+
+
+def test_float32_operator_feeds_float64_scipy(conv_generator):
+    g32 = TinyConvGenerator().float()
+    z0 = torch.randn(16, generator=rng())
+    op32 = measurement_hessian(g32, torch.nn.AvgPool2d(2), z0)
+    op64 = measurement_hessian(conv_generator, torch.nn.AvgPool2d(2), z0.double())
+    assert op32.dtype == torch.float32
+    V = np.random.default_rng(0).standard_normal((16, 2))
+    # float32 products: relative error ~1e-6 of the result
+    np.testing.assert_allclose(op32.to_scipy().matmat(V), op64.matmat(torch.from_numpy(V)).numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_product_counter_and_block_size(conv_generator):
+    z0 = torch.randn(16, generator=rng(), dtype=torch.float64)
+    op = measurement_hessian(conv_generator, torch.nn.AvgPool2d(2), z0, block_size=3)
+    V = torch.randn(16, 7, generator=rng(1), dtype=torch.float64)
+    full = measurement_hessian(conv_generator, torch.nn.AvgPool2d(2), z0).matmat(V)
+    assert rel(op.matmat(V), full) < RTOL
+    assert (op.num_matvecs, op.num_calls) == (7, 3)  # blocks of 3 + 3 + 1
+    op.matvec(V[:, 0])
+    assert (op.num_matvecs, op.num_calls) == (8, 4)
+    op.reset_counters()
+    assert op.num_matvecs == 0
+
+
+def test_latent_shapes(conv_generator):
+    z0 = torch.randn(16, generator=rng(), dtype=torch.float64)
+    a = measurement_hessian(conv_generator, torch.nn.AvgPool2d(2), z0).dense()
+    b = measurement_hessian(conv_generator, torch.nn.AvgPool2d(2), z0[None]).dense()
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match=r"shape \(n,\) or \(1, n\)"):
+        measurement_hessian(conv_generator, torch.nn.AvgPool2d(2), z0.expand(2, 16))
+    with pytest.raises(ValueError, match="matvec expects a vector of shape"):
+        measurement_hessian(conv_generator, torch.nn.AvgPool2d(2), z0).matvec(torch.ones(3, dtype=torch.float64))
+
+
+def test_eval_mode_no_parameter_gradients_and_state_restored():
+    gen = TinyConvGenerator()
+    gen.train()  # batch norm would use batch statistics (and fail on a batch of one 2x2 map)
+    z0 = torch.randn(16, generator=rng(), dtype=torch.float64)
+    op = measurement_hessian(gen, torch.nn.AvgPool2d(2), z0)
+    H = op.dense()
+    assert gen.training and all(m.training for m in gen.modules())
+    assert all(p.requires_grad and p.grad is None for p in gen.parameters())
+    ref_gen = TinyConvGenerator().eval()
+    H_ref, _ = dense_reference_hessian(ref_gen, torch.nn.AvgPool2d(2), z0)
+    assert rel(H, H_ref) < RTOL
+    out = op.matvec(torch.ones(16, dtype=torch.float64))
+    assert not out.requires_grad and out.grad_fn is None
+
+
+def test_determinism_check(conv_generator):
+    z0 = torch.randn(16, generator=rng(), dtype=torch.float64)
+    op = measurement_hessian(conv_generator, torch.nn.AvgPool2d(2), z0)
+    assert op.check_deterministic() == 0.0
+    noise = torch.Generator().manual_seed(0)
+    # like a generator left with active dropout: every forward pass draws new noise
+    noisy = lambda z: z * (1 + torch.rand(z.shape, generator=noise, dtype=z.dtype))  # noqa: E731
+    with pytest.raises(RuntimeError, match="two identical products differ"):
+        gauss_newton_operator(noisy, z0).check_deterministic(num_vectors=1)
+
+
+def test_non_finite_products_stop_with_the_stage_name():
+    z0 = torch.zeros(3, dtype=torch.float64)
+    with pytest.raises(NonFiniteError, match="residual at z0"):
+        gauss_newton_operator(lambda z: torch.log(z), z0)
+    op = gauss_newton_operator(torch.sqrt, z0)  # finite value, infinite derivative at 0
+    with pytest.raises(NonFiniteError, match="Gauss-Newton"):
+        op.matvec(torch.ones(3, dtype=torch.float64))
+    with pytest.raises(NonFiniteError, match="NaN or inf"):
+        measurement_hessian(TinyConvGenerator(), torch.nn.AvgPool2d(2), torch.full((16,), float("nan"), dtype=torch.float64))
+
+
+# --- H_X -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("metric_name", ["pixel", "classifier"])
+def test_perceptual_hessian_ggn_equals_double_backprop(metric_name):
+    gen = TinyConvGenerator()
+    if metric_name == "pixel":
+        metric = PixelMetric()
+    else:
+        torch.manual_seed(0)
+        metric = ClassifierMetric(FashionClassifier(), resize_to=None).double()
+        gen = _Pad32(gen)
+    z0 = torch.randn(16, generator=rng(), dtype=torch.float64)
+    ggn = perceptual_hessian(gen, metric, z0)
+    dbp = perceptual_hessian(gen, metric, z0, method="double-backprop")
+    f = lambda z: 0.5 * metric(gen(z[None]), gen(z0[None]).detach()).sum()  # noqa: E731
+    H_ref = torch.autograd.functional.hessian(f, z0)
+    assert rel(ggn.dense(), H_ref) < 1e-9
+    assert rel(dbp.dense(), H_ref) < 1e-9
+
+
+class _Pad32(torch.nn.Module):
+    """The 8x8 test generator upsampled to 32x32 so the Fashion-MNIST trunk applies."""
+
+    def __init__(self, gen):
+        super().__init__()
+        self.gen, self.latent_dim = gen, gen.latent_dim
+
+    def forward(self, z):
+        return torch.nn.functional.interpolate(self.gen(z), size=32, mode="bilinear", align_corners=False)
+
+
+def test_plain_callable_metric_uses_double_backprop(conv_generator):
+    metric = lambda x, x0: (x - x0).pow(2).flatten(1).sum(1) + (x - x0).pow(4).flatten(1).sum(1)  # noqa: E731
+    z0 = torch.randn(16, generator=rng(), dtype=torch.float64)
+    op = perceptual_hessian(conv_generator, metric, z0)
+    J = torch.autograd.functional.jacobian(lambda z: conv_generator(z[None]).reshape(-1), z0)
+    assert rel(op.dense(), J.T @ J) < RTOL  # the quartic term has zero Hessian at x = x0
+    with pytest.raises(ValueError, match="residual"):
+        perceptual_hessian(conv_generator, metric, z0, method="ggn")
+    with pytest.raises(ValueError, match="method must be one of"):
+        perceptual_hessian(conv_generator, metric, z0, method="newton")
