@@ -221,6 +221,22 @@ def test_back_projection_makes_measurements_exact(mlp_generator):
     torch.testing.assert_close(d, F.interpolate(F.avg_pool2d(d, 2), scale_factor=2, mode="nearest"), rtol=0, atol=1e-14)
 
 
+def test_back_projection_with_compressed_sensing_and_iagan(mlp_generator):
+    from hvp_explore.problems import CompressedSensing
+
+    forward = CompressedSensing((1, 4, 4), 10, seed=1)
+    y = torch.randn(1, 10, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    r = invert(mlp_generator, forward, y, restarts=2, steps=30, iagan=True, iagan_steps=20, back_projection=True, quiet=True)
+    with torch.no_grad():
+        x = r.generator(r.latent.unsqueeze(0))
+    # x_bp = x + A^+(y - A x) with the dense pseudo-inverse as the reference; A has full row rank, so A x_bp = y.
+    a = forward.matrix
+    ref = x.flatten(1) + (y - x.flatten(1) @ a.T) @ torch.linalg.pinv(a).T
+    torch.testing.assert_close(r.image.flatten(1), ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(forward(r.image), y, rtol=0, atol=1e-12)
+    assert set(r.timings) == {"csgm", "iagan", "back_projection"}
+
+
 def test_invalid_options_raise_clear_errors(mlp_generator):
     forward, y = _problem(mlp_generator)
     with pytest.raises(ValueError, match="pinv"):

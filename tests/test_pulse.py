@@ -114,6 +114,16 @@ def test_batched_runs_equal_sequential_runs(mlp_generator):
     assert torch.equal(bat.feasible, seq.feasible)
 
 
+def test_running_all_steps_as_published_returns_the_same_solutions(mlp_generator):
+    y = _observation(mlp_generator)
+    early = pulse(mlp_generator, forward, y, 3, seed=6, quiet=True)
+    full = pulse(mlp_generator, forward, y, 3, seed=6, stop_at_eps=False, quiet=True)
+    assert bool(early.feasible.all()) and bool((early.steps_run < 100).all())
+    assert torch.equal(full.steps_run, early.steps_run)
+    torch.testing.assert_close(full.latents, early.latents, rtol=0, atol=0)
+    torch.testing.assert_close(full.measurement_mse, early.measurement_mse, rtol=0, atol=0)
+
+
 def test_deterministic_for_a_seed_and_different_across_seeds(mlp_generator):
     y = _observation(mlp_generator)
     a = pulse(mlp_generator, forward, y, 3, seed=8, quiet=True)

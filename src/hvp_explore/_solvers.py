@@ -15,7 +15,11 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg
 import torch
-from linear_operator.utils.lanczos import lanczos_tridiag
+
+with warnings.catch_warnings():
+    # linear_operator decorates helpers with torch.jit.script, deprecated in recent torch
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+    from linear_operator.utils.lanczos import lanczos_tridiag
 
 from ._base import CurvatureOperator
 

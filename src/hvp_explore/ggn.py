@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -11,6 +12,15 @@ from torch.func import jvp, vjp, vmap
 from ._base import CurvatureOperator, NonFiniteError, as_latent, frozen_modules
 
 __all__ = ["GaussNewtonOperator", "gauss_newton_operator"]
+
+# torch loads its forward-mode decompositions on the first jvp, through the deprecated
+# torch.jit.script; load them here once, quietly, so users do not see torch's own FutureWarning.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+    try:
+        from torch._decomp import decompositions_for_jvp  # noqa: F401
+    except ImportError:  # a future torch without it: nothing to silence
+        pass
 
 
 class GaussNewtonOperator(CurvatureOperator):

@@ -65,7 +65,7 @@ __all__ = [
 FMNIST_CLASSIFIER_FILE = "fmnist-classifier.pt"
 """File name of the shipped Fashion-MNIST classifier under ``hvp_explore/assets/weights``."""
 
-FMNIST_CLASSIFIER_SHA256: str | None = None
+FMNIST_CLASSIFIER_SHA256: str | None = "08e773a23ddaf2f9f3946e05bc9cc8bf66cb54f81ea70bd766393d3885839ce7"
 """sha256 of the shipped ``fmnist-classifier.pt``; loading the shipped file is refused while it is None."""
 
 # LPIPS's normalize_tensor adds this to the channel norm.

@@ -71,6 +71,7 @@ def train_gan(
     ema_decay: float = 0.999,
     seed: int = 0,
     limit: int | None = None,
+    images: torch.Tensor | None = None,
     quiet: bool | None = None,
 ) -> TrainingResult:
     """Train the default DCGAN on Fashion-MNIST with the non-saturating GAN loss.
@@ -86,10 +87,12 @@ def train_gan(
         ema_decay: Decay of the generator weight average.
         seed: Seeds initialisation, shuffling and latents.
         limit: Use only the first ``limit`` training images (for tests).
+        images: Training images (N, 1, 32, 32) in [-1, 1] instead of Fashion-MNIST's training split.
         quiet: Hide the progress bar.
     """
     gen = _seeded(seed)
-    images, _ = load_fashion_mnist("train")
+    if images is None:
+        images, _ = load_fashion_mnist("train")
     if limit is not None:
         images = images[:limit]
     G, D = DCGANGenerator(), DCGANDiscriminator()
@@ -125,16 +128,23 @@ def train_gan(
 
 
 def train_classifier(
-    *, epochs: int = 4, batch_size: int = 128, lr: float = 1e-3, seed: int = 0, limit: int | None = None, quiet: bool | None = None
+    *, epochs: int = 4, batch_size: int = 128, lr: float = 1e-3, seed: int = 0, limit: int | None = None,
+    data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None, quiet: bool | None = None
 ) -> TrainingResult:
     """Train the Fashion-MNIST classifier whose features form the default perceptual metric.
 
     Adam with a cosine learning-rate decay and random horizontal flips; the history records the
     test-split accuracy after each epoch.
+
+    Args:
+        data: ``(train_images, train_labels, test_images, test_labels)`` instead of Fashion-MNIST.
     """
     gen = _seeded(seed)
-    images, labels = load_fashion_mnist("train")
-    test_images, test_labels = load_fashion_mnist("test")
+    if data is None:
+        images, labels = load_fashion_mnist("train")
+        test_images, test_labels = load_fashion_mnist("test")
+    else:
+        images, labels, test_images, test_labels = data
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     model = FashionClassifier()

@@ -14,7 +14,7 @@ from .dcgan import DCGANGenerator
 DEFAULT_WEIGHTS_FILE = "dcgan-fmnist.pt"
 
 #: sha256 of the shipped ``dcgan-fmnist.pt``; loading refuses any other file content.
-DEFAULT_WEIGHTS_SHA256 = "0000000000000000000000000000000000000000000000000000000000000000"
+DEFAULT_WEIGHTS_SHA256 = "6542cc830cf4ede3f3fb1736781b5409a23f1596c51174e5d0e298c084e002d1"
 
 
 def load_default(*, device: torch.device) -> DCGANGenerator:

@@ -1,0 +1,528 @@
+r"""e-GLASS: new solutions of a linear inverse problem from the latent geometry at a first solution.
+
+The pipeline (:func:`explore`) reads top to bottom:
+
+1. inversion: a first solution :math:`z_0` (:func:`~hvp_explore.inversion.invert`);
+2. the measurement metric :math:`H_Y = U \Lambda U^T` and the perceptual metric
+   :math:`H_X = V \Omega V^T` at :math:`z_0`, top eigenpairs only;
+3. directions: e-GLASS projections of :math:`v^K, v^{K-1}, \dots` off the top :math:`u^j`
+   (Algorithm 1 of Montanaro, Valsesia & Magli, ICIP 2022), generalized directions (top pencil
+   eigenvectors of :math:`H_X d = \mu (H_Y + \epsilon I) d`), or the raw :math:`v^K` for comparison;
+4. steps: for each direction and sign, the largest :math:`|\eta|` keeping the measurement MSE of
+   :math:`G(z_0 + \eta d)` under :math:`\tau`, by bracketing and safeguarded interpolation on batched
+   forward passes, so every returned solution is feasible by construction;
+5. distances: perceptual distance of each solution to the first one and between solutions.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from ._base import as_latent, frozen_modules
+from .curvature import measurement_hessian, perceptual_hessian
+from .eigen import EigenResult, top_eigenpairs
+from .generalized import top_generalized_eigenpairs
+from .inversion import InversionResult, invert
+from .problems import DEFAULT_TAU, measurement_mse
+
+__all__ = [
+    "MODES",
+    "coupling_matrix",
+    "significant_couplings",
+    "Projection",
+    "eglass_projection",
+    "Direction",
+    "Step",
+    "feasible_steps",
+    "Solution",
+    "ExplorationResult",
+    "explore",
+    "make_directions",
+    "render_solutions",
+    "pairwise_distances",
+    "default_k_y",
+    "default_K",
+    "num_directions",
+]
+
+MODES = ("eglass", "generalized", "raw")
+
+
+# --- coupling and projection -----------------------------------------------------------------------
+
+def coupling_matrix(U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    r"""The coupling :math:`C = U^T V` (k_Y x k_X) of two orthonormal eigenbases: cosines between eigenvectors."""
+    if U.ndim != 2 or V.ndim != 2 or U.shape[0] != V.shape[0]:
+        raise ValueError(f"U and V must be (n, k) matrices with the same n, got {tuple(U.shape)} and {tuple(V.shape)}")
+    return U.T.to(torch.float64) @ V.to(torch.float64)
+
+
+def significant_couplings(C: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Boolean mask of the entries of ``C`` with ``|C| > threshold``."""
+    if not 0 <= threshold < 1:
+        raise ValueError(f"the cosine threshold must be in [0, 1), got {threshold}")
+    return C.abs() > threshold
+
+
+@dataclass(frozen=True)
+class Projection:
+    """The outcome of Algorithm 1 on one starting vector.
+
+    Attributes:
+        direction: The final unit direction d, shape (n,).
+        cosines_before: :math:`U^T v` of the starting vector, shape (k_Y,).
+        cosines_after: :math:`U^T d`, shape (k_Y,); every entry is at most the threshold in size.
+        removed: 1-based indices j of the :math:`u^j` removed, in the order they were removed.
+        passes: Sweeps over U until no cosine exceeded the threshold.
+    """
+
+    direction: torch.Tensor
+    cosines_before: torch.Tensor
+    cosines_after: torch.Tensor
+    removed: tuple[int, ...]
+    passes: int
+
+
+def eglass_projection(v: torch.Tensor, U: torch.Tensor, *, threshold: float, max_passes: int = 10) -> Projection:
+    r"""Algorithm 1 of e-GLASS: remove from ``v`` its components along the :math:`u^j` it is coupled with.
+
+    For each column :math:`u^j` of U with :math:`|\langle d, u^j\rangle|` above the threshold:
+    :math:`d \leftarrow d - \langle d, u^j\rangle u^j`, then :math:`d \leftarrow d / \|d\|`; sweeps repeat
+    until no cosine exceeds the threshold (one sweep suffices in exact arithmetic, since the
+    :math:`u^j` are orthonormal; rounding may need a second).
+
+    Raises:
+        ValueError: When the projection removes the whole vector (v inside the span of U).
+    """
+    significant_couplings(U.new_zeros(1), threshold)  # validates the threshold
+    U = U.to(torch.float64)
+    cutoff = max(threshold, 1e-12)  # cosines below 1e-12 are rounding, not coupling
+    d = v.to(torch.float64) / v.norm()
+    before = U.T @ d
+    removed: list[int] = []
+    passes = 0
+    while passes < max_passes:
+        cos = U.T @ d
+        if not bool((cos.abs() > cutoff).any()):
+            break
+        passes += 1
+        for j in range(U.shape[1]):
+            c = torch.dot(d, U[:, j])
+            if abs(float(c)) > cutoff:
+                d = d - c * U[:, j]
+                norm = d.norm()
+                if float(norm) < 1e-12:
+                    raise ValueError("the e-GLASS projection removed the whole direction: it lies in the span of the H_Y eigenvectors")
+                d = d / norm
+                removed.append(j + 1)
+    return Projection(direction=d, cosines_before=before, cosines_after=U.T @ d, removed=tuple(removed), passes=passes)
+
+
+@dataclass(frozen=True)
+class Direction:
+    """A unit direction in latent space and where it came from.
+
+    Attributes:
+        vector: (n,) unit vector, float64.
+        mode: ``"eglass"``, ``"generalized"`` or ``"raw"``.
+        label: Short name: ``"v10"`` (from the 10th H_X eigenvector), ``"g3"`` (3rd pencil eigenvector).
+        index: 1-based eigenvector index it started from.
+        projection: The Algorithm 1 record (e-GLASS mode only).
+    """
+
+    vector: torch.Tensor
+    mode: str
+    label: str
+    index: int
+    projection: Projection | None = None
+
+
+# --- the feasible step ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Step:
+    """The step along one signed direction.
+
+    Attributes:
+        eta: Signed step length (0 when no feasible step was found).
+        measurement_mse: MSE of the measurements of G(z0 + eta d) ([0, 1] scale).
+        feasible: ``measurement_mse <= tau``.
+        status: ``"ok"`` (bracketed to ``rel_tol``), ``"capped"`` (feasible up to ``eta_max``),
+            ``"no-step"`` (even the smallest tried step was infeasible), or ``"unrefined"``
+            (bracketed but the round budget ended first; still feasible).
+        evaluations: Forward passes spent on this signed direction.
+        eta_infeasible: The smallest tried step beyond ``eta`` that broke feasibility (``inf`` if none).
+    """
+
+    eta: float
+    measurement_mse: float
+    feasible: bool
+    status: str
+    evaluations: int
+    eta_infeasible: float = math.inf
+
+
+def _mse_of(generator: Callable, forward: Callable, y: torch.Tensor, Z: torch.Tensor, *, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    images, mses = [], []
+    with torch.no_grad():
+        for start in range(0, Z.shape[0], chunk):
+            x = generator(Z[start : start + chunk])
+            images.append(x)
+            mses.append(measurement_mse(forward, x, y))
+    return torch.cat(images), torch.cat(mses).to(torch.float64)
+
+
+def feasible_steps(generator: Callable, forward: Callable, y: torch.Tensor, z0: torch.Tensor, directions: torch.Tensor, *,
+                   tau: float = DEFAULT_TAU, eta_max: float, grid: int = 4, rel_tol: float = 0.05, max_rounds: int = 6,
+                   chunk: int = 256) -> tuple[list[Step], torch.Tensor]:
+    r"""The largest feasible step along each column of ``directions`` (pass both signs as columns).
+
+    For every direction d the measurement MSE of :math:`G(z_0 + \eta d)` is evaluated on a geometric
+    grid :math:`\eta_{max} 2^{-(grid-1)}, \dots, \eta_{max}` (one batched forward pass for all
+    directions); the first infeasible grid point brackets the boundary, which safeguarded
+    interpolation in :math:`\sqrt{MSE}` (nearly linear in :math:`\eta` near a solution) refines to a
+    relative width of ``rel_tol``, again batched over all directions per round. The returned step is
+    always the feasible end of the bracket, so every solution satisfies MSE <= tau.
+
+    Args:
+        generator: Latents (B, n) -> images.
+        forward: The forward operator.
+        y: The observed measurements (1, ...) or (...).
+        z0: The first solution (n,).
+        directions: (n, P) directions (signed; not necessarily unit).
+        tau: Feasibility threshold on the measurement MSE.
+        eta_max: The largest step considered (keeps solutions near the latent prior's typical set).
+        grid: Grid points of the bracketing pass.
+        rel_tol: Relative width at which a bracket counts as refined.
+        max_rounds: Refinement rounds (each one batched forward pass).
+        chunk: Largest batch per forward pass.
+
+    Returns:
+        ``(steps, images)``: one :class:`Step` per column, and the images (P, C, H, W) at the returned
+        steps (the first solution's image where no step was found).
+    """
+    if not tau > 0:
+        raise ValueError(f"tau must be positive, got {tau}")
+    if not eta_max > 0:
+        raise ValueError(f"eta_max must be positive, got {eta_max}")
+    n, P = directions.shape
+    z0 = as_latent(z0)
+    D = directions.to(z0.dtype).T  # (P, n)
+    with frozen_modules(generator, forward):
+        x0, mse0 = _mse_of(generator, forward, y, z0[None], chunk=chunk)
+        etas = eta_max * 2.0 ** torch.arange(-(grid - 1), 1, dtype=torch.float64)  # ascending
+        Z = z0 + etas.to(z0.dtype)[None, :, None] * D[:, None, :]  # (P, grid, n)
+        images, mses = _mse_of(generator, forward, y, Z.reshape(-1, n), chunk=chunk)
+        images, mses = images.reshape(P, grid, *images.shape[1:]), mses.reshape(P, grid)
+        evaluations = torch.full((P,), grid)
+        lo = torch.zeros(P, dtype=torch.float64)
+        lo_mse = mse0.expand(P).clone()
+        hi = torch.full((P,), math.inf, dtype=torch.float64)
+        hi_mse = torch.full((P,), math.inf, dtype=torch.float64)
+        best = x0.expand(P, *x0.shape[1:]).clone()
+        for p in range(P):
+            bad = (mses[p] > tau).nonzero()
+            first_bad = int(bad[0]) if bad.numel() else grid
+            if first_bad > 0:
+                lo[p], lo_mse[p], best[p] = etas[first_bad - 1], mses[p, first_bad - 1], images[p, first_bad - 1]
+            if first_bad < grid:
+                hi[p], hi_mse[p] = etas[first_bad], mses[p, first_bad]
+        for _ in range(max_rounds):
+            active = torch.isfinite(hi) & ((hi - lo) > rel_tol * hi)
+            if not bool(active.any()):
+                break
+            idx = active.nonzero().flatten()
+            # Interpolate where sqrt(MSE) crosses sqrt(tau); keep the guess inside the middle 80% of the bracket.
+            s_lo, s_hi, s_tau = lo_mse[idx].sqrt(), hi_mse[idx].sqrt(), math.sqrt(tau)
+            frac = ((s_tau - s_lo) / (s_hi - s_lo).clamp_min(1e-300)).clamp(0.1, 0.9)
+            guess = lo[idx] + frac * (hi[idx] - lo[idx])
+            imgs, m = _mse_of(generator, forward, y, z0 + guess.to(z0.dtype)[:, None] * D[idx], chunk=chunk)
+            evaluations[idx] += 1
+            ok = m <= tau
+            lo[idx[ok]], lo_mse[idx[ok]], best[idx[ok]] = guess[ok], m[ok], imgs[ok]
+            hi[idx[~ok]], hi_mse[idx[~ok]] = guess[~ok], m[~ok]
+    steps = []
+    for p in range(P):
+        if lo[p] == 0:
+            status = "no-step"
+        elif not math.isfinite(float(hi[p])):
+            status = "capped"
+        elif float(hi[p] - lo[p]) > rel_tol * float(hi[p]):
+            status = "unrefined"
+        else:
+            status = "ok"
+        steps.append(Step(eta=float(lo[p]), measurement_mse=float(lo_mse[p]), feasible=bool(lo_mse[p] <= tau), status=status,
+                          evaluations=int(evaluations[p]), eta_infeasible=float(hi[p])))
+    return steps, best
+
+
+# --- distances -------------------------------------------------------------------------------------
+
+def pairwise_distances(metric: Callable, images: torch.Tensor, *, chunk: int = 256) -> torch.Tensor:
+    r"""Perceptual distances between all pairs of images, (N, N), float64.
+
+    For a metric with a residual form, :math:`d(x_i, x_j) = \|r(x_i, x_0) - r(x_j, x_0)\|^2` for any
+    fixed :math:`x_0` (the residual is a difference of feature maps), so one batched pass gives all
+    N^2 distances; a plain callable is evaluated on every pair.
+    """
+    N = images.shape[0]
+    with frozen_modules(metric), torch.no_grad():
+        if callable(getattr(metric, "residual", None)):
+            ref = images[:1]
+            R = torch.cat([metric.residual(images[i : i + chunk], ref) for i in range(0, N, chunk)]).to(torch.float64)
+            sq = R.pow(2).sum(1)
+            D = (sq[:, None] + sq[None, :] - 2 * R @ R.T).clamp_min(0)
+            D.fill_diagonal_(0)
+            return 0.5 * (D + D.T)
+        D = torch.zeros(N, N, dtype=torch.float64)
+        iu = torch.triu_indices(N, N, 1)
+        for start in range(0, iu.shape[1], chunk):
+            a, b = iu[0, start : start + chunk], iu[1, start : start + chunk]
+            D[a, b] = metric(images[a], images[b]).to(torch.float64)
+        return D + D.T
+
+
+# --- results -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Solution:
+    """One explored solution.
+
+    Attributes:
+        latent: (n,) latent z0 + eta d.
+        image: (C, H, W) image in [-1, 1].
+        direction: Label of its direction, with its sign (``"+v10"``).
+        eta: Signed step length.
+        measurement_mse: MSE of its measurements against y ([0, 1] scale).
+        feasible: ``measurement_mse <= tau``.
+        perceptual_distance: Distance to the first solution.
+        status: The step search's status (see :class:`Step`).
+    """
+
+    latent: torch.Tensor
+    image: torch.Tensor
+    direction: str
+    eta: float
+    measurement_mse: float
+    feasible: bool
+    perceptual_distance: float
+    status: str
+
+
+@dataclass(frozen=True)
+class ExplorationResult:
+    """Everything an exploration produced (see :func:`explore`).
+
+    Attributes:
+        inversion: The first solution.
+        eig_y, eig_x: Top eigenpairs of H_Y and H_X.
+        pencil: Top pencil eigenpairs (``mode="generalized"`` only).
+        directions: The directions used, in order.
+        solutions: The explored solutions (feasible ones first in direction order).
+        pairwise: (N, N) perceptual distances between solutions.
+        timings: Seconds per stage and ``total``.
+        settings: The options that produced it.
+        rejected: Signed directions that admitted no useful step (label and status).
+    """
+
+    inversion: InversionResult
+    eig_y: EigenResult
+    eig_x: EigenResult
+    pencil: EigenResult | None
+    directions: tuple[Direction, ...]
+    solutions: tuple[Solution, ...]
+    pairwise: torch.Tensor
+    timings: dict
+    settings: dict
+    rejected: tuple[dict, ...] = field(default=())
+
+    @property
+    def coupling(self) -> torch.Tensor:
+        """:math:`C = U^T V` of the computed eigenvectors."""
+        return coupling_matrix(self.eig_y.vectors, self.eig_x.vectors)
+
+
+def default_k_y(m: int, n: int) -> int:
+    """Default number of H_Y eigenpairs: its whole range when m < n, else n / 4 (see docs/exploration.md)."""
+    return m if m < n else max(1, n // 4)
+
+
+def num_directions(num_solutions: int) -> int:
+    """Directions needed for N solutions: two per direction (both signs)."""
+    return math.ceil(num_solutions / 2)
+
+
+def default_K(num_solutions: int) -> int:
+    """Default 1-based index of the first H_X eigenvector: 10, or more when N needs more directions."""
+    return max(10, num_directions(num_solutions))
+
+
+def make_directions(mode: str, eig_y: EigenResult, eig_x: EigenResult | None, *, count: int, K: int | None = None,
+                    threshold: float = 0.05, H_X=None, H_Y=None, eps: float = 1e-3, tol: float = 1e-4,
+                    seed: int = 0) -> tuple[list[Direction], EigenResult | None]:
+    r"""The exploration directions of one mode.
+
+    Args:
+        mode: ``"eglass"``: Algorithm 1 on :math:`v^K, v^{K-1}, \dots, v^{K-count+1}`;
+            ``"raw"``: those :math:`v^i` unprojected; ``"generalized"``: the top ``count`` eigenvectors
+            of :math:`H_X d = \mu (H_Y + \epsilon \lambda_1(H_Y) I) d` (needs the operators).
+        eig_y, eig_x: Top eigenpairs of H_Y and H_X (``eig_x`` needs at least K pairs).
+        count: Number of directions.
+        K: 1-based index of the first H_X eigenvector (default ``eig_x.k``).
+        threshold: Cosine threshold of Algorithm 1.
+        H_X, H_Y: The operators (generalized mode).
+        eps: Pencil regularisation relative to the top eigenvalue of H_Y.
+
+    Returns:
+        ``(directions, pencil)``; ``pencil`` is the pencil's :class:`EigenResult` in generalized mode.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "generalized":
+        if H_X is None or H_Y is None:
+            raise ValueError("generalized directions need the operators H_X and H_Y")
+        pencil = top_generalized_eigenpairs(H_X, H_Y, count, eps=eps * max(float(eig_y.values[0]), 1e-30), tol=tol, seed=seed)
+        return [Direction(pencil.vectors[:, i], mode, f"g{i + 1}", i + 1) for i in range(pencil.k)], pencil
+    K = K if K is not None else eig_x.k
+    if not count <= K <= eig_x.k:
+        raise ValueError(f"K must be between {count} (one H_X eigenvector per direction) and the {eig_x.k} computed "
+                         f"H_X eigenpairs, got {K}")
+    directions = []
+    for index in range(K, K - count, -1):
+        v = eig_x.vectors[:, index - 1]
+        if mode == "raw":
+            directions.append(Direction(v / v.norm(), mode, f"v{index}", index))
+        else:
+            proj = eglass_projection(v, eig_y.vectors, threshold=threshold)
+            directions.append(Direction(proj.direction, mode, f"v{index}", index, proj))
+    return directions, None
+
+
+def render_solutions(generator: Callable, forward: Callable, y: torch.Tensor, z0: torch.Tensor, first_image: torch.Tensor,
+                     directions: list[Direction], *, metric: Callable, num_solutions: int, tau: float = DEFAULT_TAU,
+                     eta_max: float) -> tuple[list[Solution], list[dict], torch.Tensor, dict]:
+    """Feasible steps along both signs of every direction, then perceptual distances.
+
+    Solutions alternate signs direction by direction (``+v10, -v10, +v9, ...``) up to
+    ``num_solutions``; signed directions with no feasible step are reported in ``rejected``.
+
+    Returns:
+        ``(solutions, rejected, pairwise, timings)`` with ``pairwise`` (N, N) distances between solutions
+        and ``timings`` the seconds of the ``steps`` and ``distances`` stages.
+    """
+    timings = {}
+    z0 = as_latent(z0)
+    count = len(directions)
+    t0 = time.perf_counter()
+    D = torch.stack([d.vector for d in directions], dim=1)
+    steps, images = feasible_steps(generator, forward, y, z0, torch.cat([D, -D], dim=1), tau=tau, eta_max=eta_max)
+    timings["steps"] = time.perf_counter() - t0
+    chosen, rejected = [], []
+    for i in (i for pair in zip(range(count), range(count, 2 * count)) for i in pair):
+        label = ("+" if i < count else "-") + directions[i % count].label
+        if steps[i].status == "no-step":
+            rejected.append({"direction": label, "status": steps[i].status, "measurement_mse": steps[i].measurement_mse})
+        elif len(chosen) < num_solutions:
+            chosen.append((i, label))
+    t0 = time.perf_counter()
+    sol_images = images[[i for i, _ in chosen]]
+    dist = pairwise_distances(metric, torch.cat([first_image.reshape(1, *sol_images.shape[1:]).to(sol_images.dtype), sol_images]))
+    timings["distances"] = time.perf_counter() - t0
+    solutions = []
+    for row, (i, label) in enumerate(chosen):
+        step = steps[i]
+        eta = step.eta if i < count else -step.eta
+        solutions.append(Solution(latent=z0 + eta * directions[i % count].vector.to(z0.dtype), image=sol_images[row],
+                                  direction=label, eta=eta, measurement_mse=step.measurement_mse, feasible=step.feasible,
+                                  perceptual_distance=float(dist[0, row + 1]), status=step.status))
+    return solutions, rejected, dist[1:, 1:], timings
+
+
+def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: Callable, num_solutions: int = 10,
+            mode: str = "eglass", k_y: int | None = None, K: int | None = None, threshold: float = 0.05, eps: float = 1e-3,
+            tau: float = DEFAULT_TAU, eta_max: float | None = None, solver: str = "auto", tol: float = 1e-4,
+            inversion: InversionResult | None = None, invert_options: dict | None = None, seed: int = 0,
+            quiet: bool | None = None) -> ExplorationResult:
+    r"""Find a first solution, then explore ``num_solutions`` more along low-measurement, high-perceptual directions.
+
+    Args:
+        generator: Latents (B, n) -> images (B, C, H, W) in [-1, 1].
+        forward: Linear forward operator (images -> measurements).
+        y: The observation, measurements of shape (1, ...) or (...).
+        metric: Perceptual metric (a :class:`~hvp_explore.metrics.PerceptualMetric` or a callable).
+        num_solutions: N, the number of explored solutions (two per direction: both signs).
+        mode: ``"eglass"`` (Algorithm 1 on v^K, v^{K-1}, ...), ``"generalized"`` (top pencil
+            eigenvectors), or ``"raw"`` (unprojected v^K, for comparison).
+        k_y: Eigenpairs of H_Y (default: :func:`default_k_y`).
+        K: 1-based index of the first H_X eigenvector of e-GLASS/raw (default :func:`default_K`); H_X is
+            solved for its top K pairs.
+        threshold: Cosine above which a coupling with a top H_Y eigenvector is removed.
+        eps: Regularisation of the pencil, relative to the top eigenvalue of H_Y.
+        tau: Feasibility threshold on the measurement MSE ([0, 1] scale).
+        eta_max: Largest step (default sqrt(n) / 2, inside the prior's typical shell).
+        solver: Eigensolver for both operators (see :func:`~hvp_explore.top_eigenpairs`).
+        tol: Relative eigensolver tolerance.
+        inversion: A first solution to start from (skips the inversion).
+        invert_options: Keyword options for :func:`~hvp_explore.inversion.invert`.
+        seed: Seeds the inversion and the eigensolvers.
+        quiet: Hide progress bars.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if not isinstance(num_solutions, int) or num_solutions < 1:
+        raise ValueError(f"the number of solutions must be a positive integer, got {num_solutions!r}")
+    if not tau > 0:
+        raise ValueError(f"tau must be positive, got {tau}")
+    timings: dict[str, float] = {}
+    t_total = time.perf_counter()
+
+    # 1. first solution
+    provided = inversion is not None
+    if not provided:
+        inversion = invert(generator, forward, y, tau=tau, seed=seed, quiet=quiet, **(invert_options or {}))
+    timings["inversion"] = inversion.seconds
+    G, z0 = inversion.generator, as_latent(inversion.latent)
+    n = z0.numel()
+    count = num_directions(num_solutions)
+    K = K if K is not None else default_K(num_solutions)
+    if mode != "generalized" and not count <= K < n:
+        raise ValueError(f"K must be between {count} (one H_X eigenvector per direction) and n - 1 = {n - 1}, got {K}")
+    eta_max = eta_max if eta_max is not None else math.sqrt(n) / 2
+
+    # 2. the two metrics
+    t0 = time.perf_counter()
+    H_Y = measurement_hessian(G, forward, z0)
+    m = H_Y.residual_dim
+    k_y = k_y if k_y is not None else default_k_y(m, n)
+    if not 1 <= k_y < n:
+        raise ValueError(f"k_y must be between 1 and n - 1 = {n - 1}, got {k_y}")
+    eig_y = top_eigenpairs(H_Y, k_y, solver=solver, tol=tol, seed=seed)
+    timings["eigen_y"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    H_X = perceptual_hessian(G, metric, z0)
+    eig_x = top_eigenpairs(H_X, count if mode == "generalized" else K, solver=solver, tol=tol, seed=seed)
+    timings["eigen_x"] = time.perf_counter() - t0
+
+    # 3. directions
+    t0 = time.perf_counter()
+    directions, pencil = make_directions(mode, eig_y, eig_x, count=count, K=K, threshold=threshold, H_X=H_X, H_Y=H_Y,
+                                         eps=eps, tol=tol, seed=seed)
+    timings["directions"] = time.perf_counter() - t0
+
+    # 4-5. feasible steps and distances
+    solutions, rejected, pairwise, stage_times = render_solutions(G, forward, y, z0, inversion.image, directions, metric=metric,
+                                                                  num_solutions=num_solutions, tau=tau, eta_max=eta_max)
+    timings.update(stage_times)
+    # an inversion passed in was paid for outside this call
+    timings["total"] = time.perf_counter() - t_total + (inversion.seconds if provided else 0.0)
+    settings = {"mode": mode, "num_solutions": num_solutions, "k_y": k_y, "k_x": eig_x.k, "K": K if mode != "generalized" else None,
+                "threshold": threshold, "eps": eps, "tau": tau, "eta_max": eta_max, "solver": solver, "tol": tol, "seed": seed,
+                "m": m, "n": n}
+    return ExplorationResult(inversion=inversion, eig_y=eig_y, eig_x=eig_x, pencil=pencil, directions=tuple(directions),
+                             solutions=tuple(solutions), pairwise=pairwise, timings=timings, settings=settings,
+                             rejected=tuple(rejected))

@@ -1,0 +1,173 @@
+"""e-GLASS exploration: coupling, Algorithm 1, the feasible step search, distances, and the pipeline."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import TinyConvGenerator
+
+from hvp_explore import PixelMetric, SuperResolution, measurement_mse, subspace_cosines
+from hvp_explore.explore import (
+    coupling_matrix,
+    eglass_projection,
+    explore,
+    feasible_steps,
+    pairwise_distances,
+    significant_couplings,
+)
+from hvp_explore.generators.dcgan import FashionClassifier
+from hvp_explore.metrics import ClassifierMetric
+
+
+def orthonormal(n, k, seed):
+    return torch.linalg.qr(torch.randn(n, k, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))[0]
+
+
+def test_coupling_matrix_is_the_cosine_table():
+    U, V = orthonormal(12, 3, 0), orthonormal(12, 4, 1)
+    C = coupling_matrix(U, V)
+    assert C.shape == (3, 4)
+    for i in range(3):
+        for j in range(4):
+            assert float(C[i, j]) == pytest.approx(float(torch.dot(U[:, i], V[:, j])), abs=1e-15)
+    assert torch.equal(significant_couplings(C, 0.3), C.abs() > 0.3)
+    with pytest.raises(ValueError, match="same n"):
+        coupling_matrix(U, orthonormal(11, 2, 0))
+    with pytest.raises(ValueError, match=r"threshold must be in \[0, 1\)"):
+        significant_couplings(C, 1.0)
+
+
+def test_projection_with_zero_threshold_is_the_orthogonal_projector():
+    U = orthonormal(20, 6, 0)
+    v = torch.randn(20, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    proj = eglass_projection(v, U, threshold=0.0)
+    expected = v - U @ (U.T @ v)
+    expected = expected / expected.norm()
+    assert torch.allclose(proj.direction, expected, atol=1e-12)
+    assert float(proj.cosines_after.abs().max()) < 1e-12
+    assert torch.allclose(proj.cosines_before, U.T @ (v / v.norm()))
+    assert sorted(proj.removed) == list(range(1, 7)) and proj.passes == 1
+
+
+def test_projection_removes_only_significant_couplings():
+    U = orthonormal(30, 5, 1)
+    # v strongly coupled with u1 and u3, weakly with the others
+    w = orthonormal(30, 1, 9)[:, 0]
+    w = (w - U @ (U.T @ w)) / (w - U @ (U.T @ w)).norm()  # orthogonal to every u^j
+    v = 0.6 * U[:, 0] + 0.5 * U[:, 2] + 0.01 * U[:, 4] + 0.6 * w
+    proj = eglass_projection(v, U, threshold=0.1)
+    assert set(proj.removed) == {1, 3}
+    assert float(proj.cosines_after.abs().max()) <= 0.1
+    # the weak coupling is kept (only renormalised)
+    assert float(proj.cosines_after[4].abs()) > 0
+    assert proj.direction.norm().item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="whole direction"):
+        eglass_projection(U[:, 0] + U[:, 1], U, threshold=0.0)
+
+
+def tiny_problem():
+    G = TinyConvGenerator(latent_dim=24)
+    forward = SuperResolution((1, 8, 8), 2).double()
+    z_true = torch.randn(24, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = forward(G(z_true[None])).detach()
+    return G, forward, y, z_true
+
+
+@torch.no_grad()
+def test_feasible_steps_bracket_the_boundary():
+    G, forward, y, z0 = tiny_problem()
+    D = orthonormal(24, 4, 2)
+    tau = 1e-3
+    steps, images = feasible_steps(G, forward, y, z0, D, tau=tau, eta_max=8.0, rel_tol=0.02, max_rounds=20)
+    for p, step in enumerate(steps):
+        x = G((z0 + step.eta * D[:, p])[None])
+        # the returned image and MSE are those of the returned step, and it is feasible
+        assert torch.allclose(images[p], x[0])
+        assert float(measurement_mse(forward, x, y)) == pytest.approx(step.measurement_mse, rel=1e-12)
+        assert step.feasible and step.measurement_mse <= tau
+        if step.status == "ok":
+            beyond = G((z0 + step.eta_infeasible * D[:, p])[None])
+            assert float(measurement_mse(forward, beyond, y)) > tau
+            assert step.eta_infeasible - step.eta <= 0.02 * step.eta_infeasible
+    assert {s.status for s in steps} <= {"ok", "capped"}
+
+
+def test_feasible_steps_capped_and_no_step():
+    G, forward, y, z0 = tiny_problem()
+    D = orthonormal(24, 2, 4)
+    capped, _ = feasible_steps(G, forward, y, z0, D, tau=1.0, eta_max=0.5)
+    assert all(s.status == "capped" and s.eta == 0.5 for s in capped)
+    z_off = z0 + 0.5 * D[:, 0]  # a start that is already infeasible for a tiny tau
+    none, images = feasible_steps(G, forward, y, z_off, D, tau=1e-12, eta_max=1.0)
+    assert all(s.status == "no-step" and s.eta == 0.0 and not s.feasible for s in none)
+    assert torch.allclose(images[0], G(z_off[None])[0])
+    with pytest.raises(ValueError, match="tau must be positive"):
+        feasible_steps(G, forward, y, z0, D, tau=0, eta_max=1.0)
+
+
+@pytest.mark.parametrize("metric_kind", ["pixel", "classifier", "callable"])
+def test_pairwise_distances_match_direct_evaluation(metric_kind):
+    torch.manual_seed(0)
+    if metric_kind == "pixel":
+        metric = PixelMetric()
+        images = torch.rand(5, 1, 8, 8, dtype=torch.float64) * 2 - 1
+    elif metric_kind == "classifier":
+        metric = ClassifierMetric(FashionClassifier()).double()
+        images = torch.rand(5, 1, 32, 32, dtype=torch.float64) * 2 - 1
+    else:
+        metric = lambda a, b: (a - b).abs().flatten(1).sum(1)  # noqa: E731 - no residual form
+        images = torch.rand(5, 1, 8, 8, dtype=torch.float64) * 2 - 1
+    D = pairwise_distances(metric, images)
+    for i in range(5):
+        for j in range(5):
+            direct = float(metric(images[i : i + 1], images[j : j + 1])) if i != j else 0.0
+            assert float(D[i, j]) == pytest.approx(direct, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["eglass", "raw", "generalized"])
+def test_explore_end_to_end_on_a_tiny_generator(mode):
+    G, forward, y, _ = tiny_problem()
+    metric = PixelMetric()
+    tau = 2e-3
+    result = explore(G, forward, y, metric=metric, num_solutions=6, mode=mode, K=8, tau=tau, eta_max=4.0, quiet=True,
+                     invert_options={"restarts": 2, "steps": 200})
+    assert result.inversion.measurement_mse < tau
+    assert len(result.solutions) == 6
+    x0 = result.inversion.image
+    for s in result.solutions:
+        x = G(s.latent[None])
+        assert torch.allclose(x[0], s.image)
+        assert s.feasible and float(measurement_mse(forward, x, y)) <= tau
+        assert s.perceptual_distance == pytest.approx(float(metric(x, x0)), rel=1e-9)
+        assert s.perceptual_distance > 0
+    assert result.pairwise.shape == (6, 6) and float(result.pairwise.max()) > 0
+    m = result.settings["m"]
+    assert result.settings["k_y"] == m  # m = 16 < n = 24: the whole range of H_Y
+    U = result.eig_y.vectors
+    for d in result.directions:
+        if mode == "eglass":
+            assert float((U.T @ d.vector).abs().max()) <= 0.05
+            assert d.projection is not None and d.label == f"v{d.index}"
+        elif mode == "raw":
+            v = result.eig_x.vectors[:, d.index - 1]
+            assert float(subspace_cosines(d.vector[:, None], v[:, None])[0]) == pytest.approx(1.0)
+    if mode == "generalized":
+        assert result.pencil is not None and result.pencil.k == 3
+    assert set(result.timings) >= {"inversion", "eigen_y", "eigen_x", "directions", "steps", "distances", "total"}
+
+
+def test_explore_is_deterministic_and_validates():
+    G, forward, y, _ = tiny_problem()
+    runs = [explore(G, forward, y, metric=PixelMetric(), num_solutions=4, K=6, eta_max=3.0, quiet=True,
+                    invert_options={"restarts": 2, "steps": 100}) for _ in range(2)]
+    assert [s.eta for s in runs[0].solutions] == [s.eta for s in runs[1].solutions]
+    assert torch.equal(runs[0].inversion.latent, runs[1].inversion.latent)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        explore(G, forward, y, metric=PixelMetric(), mode="random")
+    with pytest.raises(ValueError, match="K must be between"):
+        explore(G, forward, y, metric=PixelMetric(), num_solutions=10, K=3, inversion=runs[0].inversion)
+    with pytest.raises(ValueError, match="positive integer"):
+        explore(G, forward, y, metric=PixelMetric(), num_solutions=0)
+    assert math.isfinite(runs[0].timings["total"])
