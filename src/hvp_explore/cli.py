@@ -42,7 +42,7 @@ class _Group(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except KeyboardInterrupt:
-            console.print("interrupted: the output folder was left as it was before this run")
+            console.print("interrupted: no partial output was written (finished images of a batch are kept; rerun to resume)")
             raise click.exceptions.Exit(130) from None
         except USER_ERRORS as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -374,39 +374,82 @@ def render(proj_dir, tau, eta_max, num, device, out, overwrite, quiet):
                                                            "perceptual_distance"])
 
 
-def _explore_run(input_path, *, problem, factor, kernel, mask, box, m, from_clean, noise, generator, device, seed, out, overwrite,
-                 quiet, tau, metric, k, k_y, solver, tol, mode, num, threshold, eps, eta_max, iagan):
-    from .explore import default_K, explore
-    from .pipeline import write_exploration
+class _ExploreJob:
+    """One exploration setup (generator and metric loaded once), run on one or many inputs."""
 
+    def __init__(self, *, problem, factor, kernel, mask, box, m, from_clean, noise, generator, device, seed, quiet, tau, metric,
+                 k, k_y, solver, tol, mode, num, threshold, eps, eta_max, iagan, max_memory, restarts=None, steps=None):
+        for name, value in (("--tau", tau), ("--tol", tol), ("--eta-max", eta_max), ("--eps", eps)):
+            _positive(name, value)
+        _positive("--solutions", num, integer=True)
+        self.G = _load(generator, device)
+        n = self.G.latent_dim
+        _check_k("--k", k, n)
+        _check_k("--k-y", k_y, n)
+        if mode != "generalized" and k is not None and k < math.ceil(num / 2):
+            raise UserError(f"--k must be at least {math.ceil(num / 2)} to give {num} solutions (two per H_X eigenvector), got {k}")
+        self.metric_fn = _metric(metric, device)
+        self.budget = _memory_budget(max_memory, device)
+        self.invert_options = {"iagan": iagan, **{k_: v for k_, v in (("restarts", restarts), ("steps", steps)) if v is not None}}
+        self.o = dict(problem=problem, factor=factor, kernel=kernel, mask=mask, box=box, m=m, from_clean=from_clean, noise=noise,
+                      generator=generator, device=device, seed=seed, quiet=quiet, tau=tau, metric=metric, k=k, k_y=k_y, solver=solver,
+                      tol=tol, mode=mode, num=num, threshold=threshold, eps=eps, eta_max=eta_max, iagan=iagan)
+
+    def run(self, input_path: Path, out: Path, *, overwrite: bool = False, quiet: bool | None = None) -> dict:
+        from .explore import default_K, explore
+        from .pipeline import write_exploration
+
+        o = self.o
+        quiet = o["quiet"] if quiet is None else quiet
+        obs = _observation(input_path, self.G, problem=o["problem"], factor=o["factor"], kernel=o["kernel"], mask=o["mask"], box=o["box"],
+                           m=o["m"], from_clean=o["from_clean"], noise=o["noise"], seed=o["seed"], quiet=quiet)
+        result = explore(self.G, obs.forward.to(o["device"]), obs.y.to(o["device"]), metric=self.metric_fn, num_solutions=o["num"],
+                         mode=o["mode"], k_y=o["k_y"], K=o["k"] if o["k"] is not None else default_K(o["num"]), threshold=o["threshold"],
+                         eps=o["eps"], tau=o["tau"], eta_max=o["eta_max"], solver=o["solver"], tol=o["tol"],
+                         invert_options=self.invert_options, max_memory=self.budget, seed=o["seed"], quiet=quiet)
+        with atomic_output_dir(out, overwrite=overwrite, marker={"command": _command_line()}) as tmp:
+            return write_exploration(tmp, result, obs, generator=o["generator"], metric=o["metric"], command=_command_line())
+
+
+def _memory_budget(max_memory: str, device: str) -> int | None:
+    from .memory import default_budget, parse_size
+
+    if max_memory.lower() == "none":
+        return None
+    return default_budget(device) if max_memory.lower() == "auto" else parse_size(max_memory)
+
+
+def _print_exploration(report: dict, out: Path) -> None:
+    console.print(summary_table(report["solutions"], {"file": "file", "direction": "direction", "eta": "eta",
+                                                      "measurement_mse": "MSE", "feasible": "feasible",
+                                                      "perceptual_distance": "perceptual dist."}, title="explored solutions"))
+    console.print(summary_table([{"stage": k_, "seconds": v} for k_, v in report["timings"].items()], ["stage", "seconds"],
+                                title="timings"))
+    if report["rejected_directions"]:
+        console.print(f"[yellow]{len(report['rejected_directions'])} signed direction(s) admitted no feasible step[/]")
+    for warning in report.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {warning}")
+    console.print(f"outputs in [bold]{out}[/] (sheet.png, report.json, solutions/)")
+
+
+def _explore_run(input_path, *, out, overwrite, quiet, seed, **options):
     _setup(quiet, seed)
-    for name, value in (("--tau", tau), ("--tol", tol), ("--eta-max", eta_max), ("--eps", eps)):
-        _positive(name, value)
-    _positive("--solutions", num, integer=True)
     check_output_dir(out, overwrite=overwrite)
-    G = _load(generator, device)
-    n = G.latent_dim
-    _check_k("--k", k, n)
-    _check_k("--k-y", k_y, n)
-    if mode != "generalized" and k is not None and k < math.ceil(num / 2):
-        raise UserError(f"--k must be at least {math.ceil(num / 2)} to give {num} solutions (two per H_X eigenvector), got {k}")
-    metric_fn = _metric(metric, device)
-    obs = _observation(input_path, G, problem=problem, factor=factor, kernel=kernel, mask=mask, box=box, m=m,
-                       from_clean=from_clean, noise=noise, seed=seed, quiet=quiet)
-    result = explore(G, obs.forward.to(device), obs.y.to(device), metric=metric_fn, num_solutions=num, mode=mode, k_y=k_y,
-                     K=k if k is not None else default_K(num), threshold=threshold, eps=eps, tau=tau, eta_max=eta_max, solver=solver,
-                     tol=tol, invert_options={"iagan": iagan}, seed=seed, quiet=quiet)
-    with atomic_output_dir(out, overwrite=overwrite, marker={"command": _command_line()}) as tmp:
-        report = write_exploration(tmp, result, obs, generator=generator, metric=metric, command=_command_line())
+    job = _ExploreJob(quiet=quiet, seed=seed, **options)
+    report = job.run(input_path, out, overwrite=overwrite)
     if not quiet:
-        console.print(summary_table(report["solutions"], ["file", "direction", "eta", "measurement_mse", "feasible",
-                                                          "perceptual_distance"], title="explored solutions"))
-        console.print(summary_table([{"stage": k_, "seconds": v} for k_, v in report["timings"].items()], ["stage", "seconds"],
-                                    title="timings"))
-        if report["rejected_directions"]:
-            console.print(f"[yellow]{len(report['rejected_directions'])} signed direction(s) admitted no feasible step[/]")
-        console.print(f"outputs in [bold]{out}[/] (sheet.png, report.json, solutions/)")
+        _print_exploration(report, out)
     return report
+
+
+inversion_options = _options(
+    click.option("--restarts", type=int, default=None, help="CSGM restarts optimised together (default: the library's)."),
+    click.option("--steps", type=int, default=None, help="Largest number of CSGM Adam steps (default: the library's)."),
+)
+
+memory_option = click.option("--max-memory", default="auto", show_default=True,
+                             help="Memory budget of one batched product, e.g. 2GB; 'auto' = half the device's free memory; "
+                                  "'none' = no limit (see docs/reliability.md).")
 
 
 @cli.command("explore")
@@ -417,6 +460,8 @@ def _explore_run(input_path, *, problem, factor, kernel, mask, box, m, from_clea
 @eigen_options
 @direction_options
 @eta_option
+@memory_option
+@inversion_options
 @click.option("--iagan", is_flag=True, help="Fine-tune the generator after CSGM (IAGAN) and explore with it.")
 def explore_cmd(input_path, **options):
     """Find a first solution of INPUT, then explore N more along e-GLASS directions (the whole pipeline)."""
@@ -440,7 +485,45 @@ def demo(out, problem, sample, quiet):
                 "with the embedded Fashion-MNIST DCGAN (offline)")
     _explore_run(paths[sample], problem=problem, factor=4, kernel="area", mask=None, box=box, m=None, from_clean=True, noise=0.0,
                  generator="default", device="cpu", seed=0, out=out, overwrite=False, quiet=quiet, tau=2e-3, metric="default", k=None,
-                 k_y=None, solver="auto", tol=1e-4, mode="eglass", num=10, threshold=0.05, eps=1e-3, eta_max=None, iagan=False)
+                 k_y=None, solver="auto", tol=1e-4, mode="eglass", num=10, threshold=0.05, eps=1e-3, eta_max=None, iagan=False,
+                 max_memory="auto")
+
+
+@cli.command()
+@click.argument("input_dir", metavar="INPUT_DIR", type=click.Path(path_type=Path))
+@problem_options
+@common_options
+@tau_option
+@eigen_options
+@direction_options
+@eta_option
+@memory_option
+@inversion_options
+@click.option("--iagan", is_flag=True, help="Fine-tune the generator after CSGM (IAGAN) and explore with it.")
+@click.option("--shard", default=None, help="Process shard i of n (i/n); default from torchrun or a Slurm array, else all.")
+def batch(input_dir, out, overwrite, quiet, seed, shard, **options):
+    """Explore every observation in INPUT_DIR into one subfolder each; resumable, shardable (see docs/scaling.md)."""
+    from .batch import batch_summary_table, discover_inputs, resolve_shard, run_batch
+
+    _setup(quiet, seed)
+    shard_ = resolve_shard(shard)
+    inputs = discover_inputs(input_dir)
+    job = _ExploreJob(quiet=quiet, seed=seed, **options)
+
+    def process(path: Path, target: Path) -> dict:
+        report = job.run(path, target, quiet=True)
+        return {"solutions": report["num_solutions"], "feasible": report["num_feasible"],
+                "first_mse": report["first_solution"]["measurement_mse"],
+                "min_pairwise": report["pairwise_perceptual_distance"]["min"], "seconds": report["timings"]["total"]}
+
+    result = run_batch(inputs, out, process, shard=shard_, quiet=quiet, overwrite=overwrite)
+    if not quiet:
+        records = result.records if len(result.records) <= 50 else result.records[-50:]
+        console.print(batch_summary_table(records, title=f"shard {shard_} ({len(result.records)} images)"))
+        console.print(f"ok {result.ok}, skipped (already complete) {result.skipped}, errors {result.error}; "
+                      f"manifest {result.manifest}")
+    if result.error:
+        raise click.exceptions.Exit(1)
 
 
 def _metric(name: str, device: str):

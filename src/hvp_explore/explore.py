@@ -28,6 +28,7 @@ from .curvature import measurement_hessian, perceptual_hessian
 from .eigen import EigenResult, top_eigenpairs
 from .generalized import top_generalized_eigenpairs
 from .inversion import InversionResult, invert
+from .memory import fit_block_size
 from .problems import DEFAULT_TAU, measurement_mse
 
 __all__ = [
@@ -446,8 +447,8 @@ def render_solutions(generator: Callable, forward: Callable, y: torch.Tensor, z0
 def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: Callable, num_solutions: int = 10,
             mode: str = "eglass", k_y: int | None = None, K: int | None = None, threshold: float = 0.05, eps: float = 1e-3,
             tau: float = DEFAULT_TAU, eta_max: float | None = None, solver: str = "auto", tol: float = 1e-4,
-            inversion: InversionResult | None = None, invert_options: dict | None = None, seed: int = 0,
-            quiet: bool | None = None) -> ExplorationResult:
+            inversion: InversionResult | None = None, invert_options: dict | None = None, max_memory: int | None = None,
+            seed: int = 0, quiet: bool | None = None) -> ExplorationResult:
     r"""Find a first solution, then explore ``num_solutions`` more along low-measurement, high-perceptual directions.
 
     Args:
@@ -469,6 +470,8 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
         tol: Relative eigensolver tolerance.
         inversion: A first solution to start from (skips the inversion).
         invert_options: Keyword options for :func:`~hvp_explore.inversion.invert`.
+        max_memory: Memory budget in bytes of one batched product (blocks are split to fit; see
+            :mod:`hvp_explore.memory`); ``None`` = no limit.
         seed: Seeds the inversion and the eigensolvers.
         quiet: Hide progress bars.
     """
@@ -497,6 +500,7 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
     # 2. the two metrics
     t0 = time.perf_counter()
     H_Y = measurement_hessian(G, forward, z0)
+    block_sizes = {"H_Y": fit_block_size(H_Y, max_memory) if max_memory is not None else None}
     m = H_Y.residual_dim
     k_y = k_y if k_y is not None else default_k_y(m, n)
     if not 1 <= k_y < n:
@@ -505,6 +509,7 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
     timings["eigen_y"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     H_X = perceptual_hessian(G, metric, z0)
+    block_sizes["H_X"] = fit_block_size(H_X, max_memory) if max_memory is not None else None
     eig_x = top_eigenpairs(H_X, count if mode == "generalized" else K, solver=solver, tol=tol, seed=seed)
     timings["eigen_x"] = time.perf_counter() - t0
 
@@ -522,7 +527,7 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
     timings["total"] = time.perf_counter() - t_total + (inversion.seconds if provided else 0.0)
     settings = {"mode": mode, "num_solutions": num_solutions, "k_y": k_y, "k_x": eig_x.k, "K": K if mode != "generalized" else None,
                 "threshold": threshold, "eps": eps, "tau": tau, "eta_max": eta_max, "solver": solver, "tol": tol, "seed": seed,
-                "m": m, "n": n}
+                "m": m, "n": n, "max_memory": max_memory, "block_sizes": block_sizes}
     return ExplorationResult(inversion=inversion, eig_y=eig_y, eig_x=eig_x, pencil=pencil, directions=tuple(directions),
                              solutions=tuple(solutions), pairwise=pairwise, timings=timings, settings=settings,
                              rejected=tuple(rejected))

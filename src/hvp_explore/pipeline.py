@@ -251,11 +251,32 @@ def exploration_report(result: ExplorationResult, observation: Observation, *, g
         "num_feasible": sum(s_.feasible for s_ in result.solutions),
         "pairwise_perceptual_distance": _pairwise_summary(result.pairwise),
     }
+    report["warnings"] = _warnings(result)
     if observation.clean is not None:
         clean = observation.clean.to(result.inversion.image.dtype)
         report["ground_truth_mse"] = {"first_solution": float(((result.inversion.image[0] - clean) / 2).pow(2).mean()),
                                       "solutions": [float(((s_.image - clean) / 2).pow(2).mean()) for s_ in result.solutions]}
     return report
+
+
+def _warnings(result: ExplorationResult) -> list[str]:
+    """Numerical faults that did not stop the run: unconverged eigenpairs, directions without a feasible step."""
+    out = []
+    tau = result.settings["tau"]
+    if result.inversion.measurement_mse > tau:
+        out.append(f"the first solution's measurement MSE {result.inversion.measurement_mse:.2e} exceeds tau = {tau:g}: no step from "
+                   "it can be feasible (try more --restarts or --steps)")
+    for name, eig in (("H_Y", result.eig_y), ("H_X", result.eig_x), ("pencil", result.pencil)):
+        if eig is not None and not eig.all_converged:
+            bad = int((~eig.converged).sum()) + eig.requested - eig.k
+            out.append(f"{name}: {bad} of {eig.requested} eigenpairs did not reach tol={eig.tol:g} with {eig.solver} "
+                       f"(largest relative residual {eig.max_relative_residual:.2e}); they are used as computed")
+    if result.rejected:
+        out.append(f"{len(result.rejected)} signed direction(s) admitted no feasible step: "
+                   + ", ".join(r["direction"] for r in result.rejected))
+    if len(result.solutions) < result.settings["num_solutions"]:
+        out.append(f"only {len(result.solutions)} of the {result.settings['num_solutions']} requested solutions were found")
+    return out
 
 
 def _direction_entry(d: Direction) -> dict:

@@ -1,0 +1,155 @@
+"""The command line, driven by Click's runner on small settings; reports are checked by their numbers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from hvp_explore import SuperResolution, load_image, measurement_mse
+from hvp_explore.cli import cli
+from hvp_explore.data import sample_paths
+from hvp_explore.generators import load_generator
+from hvp_explore.metrics import load_metric
+
+SAMPLE = str(sample_paths()[0])
+FAST = ["--restarts", "2", "--steps", "150"]
+
+
+def run(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+def report(folder):
+    return json.loads((folder / "report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def inverted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "inv"
+    result = run("invert", SAMPLE, "--from-clean", "--out", out, "--quiet", *FAST)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_invert_writes_a_feasible_solution_and_its_state(inverted):
+    rep = report(inverted)
+    assert rep["measurement_mse"] < rep["tau"] == 2e-3 and rep["feasible"]
+    assert rep["lr_psnr"] == pytest.approx(-10 * np.log10(rep["measurement_mse"]))
+    assert {"csgm", "total"} <= set(rep["timings"])
+    # the saved solution really has that measurement error
+    G = load_generator("default")
+    state = torch.load(inverted / "state.pt", weights_only=True)
+    forward = SuperResolution((1, 32, 32), 4)
+    y = forward(load_image(SAMPLE)[None])
+    with torch.no_grad():
+        mse = float(measurement_mse(forward, G(state["latent"][None]), y))
+    assert mse == pytest.approx(rep["measurement_mse"], rel=1e-4)
+    for name in ("observation.png", "solution.png", "ground_truth.png", ".hvp-explore.json"):
+        assert (inverted / name).is_file()
+
+
+def test_stage_commands_compose(inverted, tmp_path):
+    eig, cpl, prj, rnd = (tmp_path / s for s in ("eig", "couple", "project", "render"))
+    assert run("eig", inverted, "--out", eig, "--k", "8", "--quiet").exit_code == 0
+    rep = report(eig)
+    assert rep["eigen"]["H_Y"]["solver"] == "jacobian"  # m = 64 measurements: the exact route
+    assert rep["eigen"]["H_X"]["k"] == 8 and rep["eigen"]["H_X"]["all_converged"]
+    values = rep["eigen"]["H_X"]["values"]
+    assert values == sorted(values, reverse=True)
+    npz = np.load(eig / "eigenpairs.npz")
+    V = npz["vectors_x"]
+    np.testing.assert_allclose(V.T @ V, np.eye(8), atol=1e-8)
+    assert run("couple", eig, "--out", cpl, "--quiet").exit_code == 0
+    C = np.load(cpl / "coupling.npy")
+    np.testing.assert_allclose(C, npz["vectors_y"].T @ V, atol=1e-10)
+    assert report(cpl)["significant"] == int((np.abs(C) > 0.05).sum())
+    assert run("project", eig, "--out", prj, "--solutions", "4", "--quiet").exit_code == 0
+    dirs = np.load(prj / "directions.npz")
+    assert list(dirs["labels"]) == ["v8", "v7"]
+    assert np.abs(npz["vectors_y"].T @ dirs["vectors"]).max() <= 0.05 + 1e-9
+    assert run("render", prj, "--out", rnd, "--quiet").exit_code == 0
+    rep = report(rnd)
+    assert [s["direction"] for s in rep["solutions"]] == ["+v8", "-v8", "+v7", "-v7"]
+    assert all(s["feasible"] and s["measurement_mse"] <= 2e-3 and s["perceptual_distance"] > 0 for s in rep["solutions"])
+    assert len(list((rnd / "solutions").glob("*.png"))) == 4
+
+
+def test_explore_report_numbers(tmp_path):
+    out = tmp_path / "exp"
+    result = run("explore", SAMPLE, "--from-clean", "--problem", "inpaint", "--box", "8,8,16,16", "--solutions", "4", "--out", out,
+                 "--quiet", "--seed", "1")
+    assert result.exit_code == 0, result.output
+    rep = report(out)
+    assert rep["tau"] == 2e-3 and rep["generator"] == "default" and rep["problem"]["forward"]["kind"] == "inpaint"
+    assert rep["num_solutions"] == 4 == len(rep["solutions"]) and rep["num_feasible"] == 4
+    assert set(rep["timings"]) >= {"inversion", "eigen_y", "eigen_x", "directions", "steps", "distances", "total"}
+    assert rep["eigen"]["H_Y"]["k"] == 128  # m = 768 > n = 512: n / 4 pairs
+    G, metric = load_generator("default"), load_metric("default")
+    forward = SuperResolution((1, 32, 32), 4)  # noqa: F841 - the inpainting operator is rebuilt below
+    from hvp_explore.problems import Inpainting
+
+    forward = Inpainting.from_box((1, 32, 32), 8, 8, 16, 16)
+    clean = load_image(SAMPLE)
+    y = forward(clean[None])
+    first = load_image(out / "first_solution.png")
+    for s in rep["solutions"]:
+        img = load_image(out / s["file"])
+        # PNGs are 4x nearest-neighbour upscaled and quantised to 8 bits: compare at model resolution
+        small = img[:, ::4, ::4]
+        mse = float(measurement_mse(forward, small[None], y))
+        assert mse == pytest.approx(s["measurement_mse"], abs=2e-4)
+        assert s["measurement_mse"] <= 2e-3 and s["feasible"]
+        assert s["perceptual_distance"] > 1e-4
+        assert float((small - first[:, ::4, ::4]).abs().max()) > 0.05  # visibly different somewhere
+    for name in ("sheet.png", "spectra.png", "coupling.png", "correlation.png", "eigenpairs.npz", "directions.npz"):
+        assert (out / name).is_file()
+    assert rep["ground_truth_mse"]["first_solution"] > 0
+
+
+def test_pulse_report(tmp_path):
+    out = tmp_path / "pulse"
+    result = run("pulse", SAMPLE, "--from-clean", "--solutions", "2", "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    rep = report(out)
+    assert rep["runs"] == 2 == len(rep["solutions"])
+    assert rep["feasibility_rate"] == pytest.approx(sum(s["feasible"] for s in rep["solutions"]) / 2)
+    for s in rep["solutions"]:
+        assert s["feasible"] == (s["measurement_mse"] <= 2e-3)
+    assert rep["timings"]["total"] > 0
+
+
+def test_demo_runs_offline_and_says_where(tmp_path):
+    out = tmp_path / "demo"
+    result = run("demo", "--out", out)
+    assert result.exit_code == 0, result.output
+    rep = report(out)
+    assert rep["num_solutions"] == 10 and rep["num_feasible"] == 10
+    assert rep["pairwise_perceptual_distance"]["min"] > 0
+    assert str(out) in result.output.replace("\n", "")
+
+
+def test_batch_shards_cover_every_image_once_and_resume(tmp_path):
+    import shutil
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for p in sample_paths()[:3]:
+        shutil.copy(p, inputs / p.name)
+    out = tmp_path / "out"
+    args = ["batch", inputs, "--from-clean", "--solutions", "2", "--out", out, "--quiet"]
+    for shard in ("0/2", "1/2"):
+        assert run(*args, "--shard", shard).exit_code == 0
+    lines = [json.loads(line) for f in sorted(out.glob("manifest-*.jsonl")) for line in f.read_text().splitlines()]
+    assert sorted(r["input"] for r in lines) == sorted(p.name for p in sample_paths()[:3])
+    assert all(r["status"] == "ok" and r["summary"]["feasible"] == 2 for r in lines), [(r["status"], r["summary"], r["message"]) for r in lines]
+    for p in sample_paths()[:3]:
+        assert report(out / p.stem)["num_feasible"] == 2
+    # a rerun finds every image complete and redoes nothing
+    assert run(*args, "--shard", "0/2").exit_code == 0
+    rerun = (out / "manifest-0-of-2.jsonl").read_text().splitlines()[-2:]
+    assert all(json.loads(line)["status"] == "skipped" for line in rerun)
