@@ -72,7 +72,8 @@ def test_truncated_prior_is_within_threshold_and_has_the_truncated_normal_varian
     assert abs(float(z.pow(2).mean()) - var) < 5e-3
     assert abs(float(z.mean())) < 5e-3  # symmetric; standard error sqrt(var / 40000) < 1.5e-3
     w = torch.tensor([[-2.0, -0.3, 0.0, 0.4, 1.5]], dtype=torch.float64)
-    assert torch.equal(project_latents("truncated", w, truncation=t), torch.tensor([[-0.5, -0.3, 0.0, 0.4, 0.5]], dtype=torch.float64))
+    clamped = torch.tensor([[-0.5, -0.3, 0.0, 0.4, 0.5]], dtype=torch.float64)
+    assert torch.equal(project_latents("truncated", w, truncation=t), clamped)
     assert torch.equal(project_latents("normal", w), w)
 
 
@@ -119,7 +120,9 @@ def test_batched_restarts_equal_restarts_run_one_by_one(mlp_generator):
     with torch.no_grad():
         first = measurement_mse(forward, mlp_generator(starts), y)
     assert batched.loss_history[0] == pytest.approx(float(first.min()), rel=1e-12)
-    alone = [invert(mlp_generator, forward, y, init=starts[i], steps=60, lr=0.05, stop_factor=0.0, quiet=True) for i in range(restarts)]
+    alone = [
+        invert(mlp_generator, forward, y, init=starts[i], steps=60, lr=0.05, stop_factor=0.0, quiet=True) for i in range(restarts)
+    ]
     # Rows interact only through floating-point summation order (batched vs single matmuls, float64),
     # so the per-restart results agree far below any optimisation-relevant scale.
     torch.testing.assert_close(
@@ -143,11 +146,15 @@ def test_early_stop_stops_at_the_first_iterate_under_tau_times_stop_factor(mlp_g
     assert stop.loss_history == full.loss_history[: stop.steps_run + 1]
 
 
-def test_projected_csgm_keeps_latents_on_the_sphere(mlp_generator):
+def test_projected_csgm_keeps_latents_in_the_priors_support(mlp_generator):
     forward, y = _problem(mlp_generator)
     r = invert(mlp_generator, forward, y, prior="sphere", lr=0.05, steps=100, stop_factor=0.0, quiet=True)
     assert float(r.latent.norm()) == pytest.approx(math.sqrt(mlp_generator.latent_dim), rel=1e-13)
     assert r.measurement_mse < TAU
+    # Truncated: the iterates are clamped into the box, and some coordinates sit on its boundary.
+    t = 0.3
+    r = invert(mlp_generator, forward, y, prior="truncated", truncation=t, lr=0.05, steps=100, stop_factor=0.0, quiet=True)
+    assert float(r.latent.abs().max()) == t
 
 
 def test_generator_state_is_restored_and_no_gradients_leak(conv_generator):
@@ -209,7 +216,7 @@ def test_back_projection_makes_measurements_exact(mlp_generator):
     torch.testing.assert_close(pinv_dense, torch.linalg.pinv(dense), rtol=0, atol=1e-14)
     # An observation outside the generator's range, so that the back-projection has work to do.
     y = torch.rand(1, 1, 2, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
-    r = invert(mlp_generator, forward, y, steps=30, back_projection=True, quiet=True)
+    r = invert(mlp_generator, forward, y, steps=30, back_projection=True, iagan=False, quiet=True)
     assert r.back_projected and "back_projection" in r.timings
     with torch.no_grad():
         x = mlp_generator(r.latent.unsqueeze(0))
@@ -282,7 +289,25 @@ def test_default_dcgan_super_resolution_x4_reaches_tau():
     r = invert(generator, forward, y, quiet=True)
     assert r.loss_history[0] > TAU  # the starts are not solutions
     assert r.measurement_mse < TAU and r.stopped_early
-    # Bounded cost: measured 10-15 Adam steps of 4 restarts (docs/inversion.md), well inside the step
-    # budget; the time bound is loose because the CPU is shared.
-    assert r.steps_run <= 60
+    # Bounded cost: 3 to 5 Adam steps of the 4 restarts on this network for five observations (measured),
+    # far inside the 300-step budget; the time bound is loose because the CPU may be shared.
+    assert r.steps_run <= 30
     assert r.seconds < 30
+
+
+def test_iagan_auto_runs_only_when_csgm_is_infeasible(mlp_generator):
+    forward = AreaDown2()
+    z_true = torch.randn(mlp_generator.latent_dim, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    with torch.no_grad():
+        reachable = forward(mlp_generator(z_true[None]))
+    easy = invert(mlp_generator, forward, reachable, quiet=True)  # iagan="auto" by default
+    assert easy.measurement_mse < 2e-3 and not easy.fine_tuned and easy.generator is mlp_generator
+    outside = torch.full_like(reachable, 0.99)  # a flat bright observation the tanh MLP cannot reach well
+    hard = invert(mlp_generator, forward, outside, steps=20, quiet=True)
+    csgm_only = invert(mlp_generator, forward, outside, steps=20, iagan=False, quiet=True)
+    assert csgm_only.measurement_mse > 2e-3
+    assert hard.fine_tuned and hard.generator is not mlp_generator
+    # IAGAN keeps its best iterate: never worse than the CSGM start
+    assert hard.measurement_mse <= csgm_only.measurement_mse
+    with pytest.raises(ValueError, match="iagan must be"):
+        invert(mlp_generator, forward, reachable, iagan="sometimes", quiet=True)

@@ -77,7 +77,8 @@ def test_spherical_rescaling_restores_each_rows_initial_norm():
 def test_single_runs_match_pulses_published_loop(mlp_generator):
     y = _observation(mlp_generator)
     result = pulse(mlp_generator, forward, y, 4, seed=2, quiet=True)
-    starts = sample_latents("sphere", 4, mlp_generator.latent_dim, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    n = mlp_generator.latent_dim
+    starts = sample_latents("sphere", 4, n, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     for i in range(4):
         l2s, latents = _reference_pulse_run(mlp_generator, y, starts[i])
         # PULSE accepts a run when some iterate has L2 <= eps; ours stops at the first one.
@@ -85,7 +86,8 @@ def test_single_runs_match_pulses_published_loop(mlp_generator):
         assert int(result.steps_run[i]) == first > 0
         assert float(result.measurement_mse[i]) == pytest.approx(l2s[first], rel=1e-10)
         torch.testing.assert_close(result.latents[i], latents[first], rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(result.latents.norm(dim=1), torch.full((4,), math.sqrt(8), dtype=torch.float64), rtol=1e-13, atol=0)
+    sqrt_n = torch.full((4,), math.sqrt(n), dtype=torch.float64)
+    torch.testing.assert_close(result.latents.norm(dim=1), sqrt_n, rtol=1e-13, atol=0)
 
 
 def test_result_bookkeeping_is_consistent(mlp_generator):

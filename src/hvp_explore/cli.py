@@ -98,6 +98,11 @@ problem_options = _options(
     click.option("--noise", type=float, default=0.0, show_default=True, help="With --from-clean: noise std on the [0, 1] scale."),
 )
 
+iagan_option = click.option(
+    "--iagan", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+    help="Fine-tune the generator jointly with the latent after CSGM (IAGAN): 'auto' only when CSGM stays above --tau.")
+IAGAN = {"auto": "auto", "on": True, "off": False}
+
 tau_option = click.option("--tau", type=float, default=2e-3, show_default=True,
                           help="Feasibility threshold on the measurement MSE ([0, 1] pixel scale).")
 
@@ -169,7 +174,7 @@ def generators_cmd():
 @click.option("--steps", type=int, default=None, help="Largest number of CSGM Adam steps.")
 @click.option("--lr", type=float, default=None, help="CSGM learning rate.")
 @click.option("--prior", type=click.Choice(["normal", "truncated", "sphere"]), default="normal", show_default=True)
-@click.option("--iagan", is_flag=True, help="Then fine-tune the generator jointly with the latent (IAGAN).")
+@iagan_option
 @click.option("--back-projection", is_flag=True, help="Back-project the final image onto the measurements (IAGAN).")
 def invert(input_path, problem, factor, kernel, mask, box, m, from_clean, noise, generator, device, seed, out, overwrite, quiet,
            tau, restarts, steps, lr, prior, iagan, back_projection):
@@ -184,7 +189,7 @@ def invert(input_path, problem, factor, kernel, mask, box, m, from_clean, noise,
     obs = _observation(input_path, G, problem=problem, factor=factor, kernel=kernel, mask=mask, box=box, m=m,
                        from_clean=from_clean, noise=noise, seed=seed, quiet=quiet)
     options = {k: v for k, v in {"restarts": restarts, "steps": steps, "lr": lr}.items() if v is not None}
-    result = run_invert(G, obs.forward.to(device), obs.y.to(device), tau=tau, prior=prior, iagan=iagan,
+    result = run_invert(G, obs.forward.to(device), obs.y.to(device), tau=tau, prior=prior, iagan=IAGAN[iagan],
                         back_projection=back_projection, seed=seed, quiet=quiet, **options)
     state = state_from_inversion(generator=generator, observation=obs,
                                  problem=_problem_state(obs, problem=problem, factor=factor, kernel=kernel, box=box, m=m, seed=seed),
@@ -390,7 +395,7 @@ class _ExploreJob:
             raise UserError(f"--k must be at least {math.ceil(num / 2)} to give {num} solutions (two per H_X eigenvector), got {k}")
         self.metric_fn = _metric(metric, device)
         self.budget = _memory_budget(max_memory, device)
-        self.invert_options = {"iagan": iagan, **{k_: v for k_, v in (("restarts", restarts), ("steps", steps)) if v is not None}}
+        self.invert_options = {"iagan": IAGAN[iagan], **{k_: v for k_, v in (("restarts", restarts), ("steps", steps)) if v is not None}}
         self.o = dict(problem=problem, factor=factor, kernel=kernel, mask=mask, box=box, m=m, from_clean=from_clean, noise=noise,
                       generator=generator, device=device, seed=seed, quiet=quiet, tau=tau, metric=metric, k=k, k_y=k_y, solver=solver,
                       tol=tol, mode=mode, num=num, threshold=threshold, eps=eps, eta_max=eta_max, iagan=iagan)
@@ -462,7 +467,7 @@ memory_option = click.option("--max-memory", default="auto", show_default=True,
 @eta_option
 @memory_option
 @inversion_options
-@click.option("--iagan", is_flag=True, help="Fine-tune the generator after CSGM (IAGAN) and explore with it.")
+@iagan_option
 def explore_cmd(input_path, **options):
     """Find a first solution of INPUT, then explore N more along e-GLASS directions (the whole pipeline)."""
     _explore_run(input_path, **options)
@@ -485,7 +490,7 @@ def demo(out, problem, sample, quiet):
                 "with the embedded Fashion-MNIST DCGAN (offline)")
     _explore_run(paths[sample], problem=problem, factor=4, kernel="area", mask=None, box=box, m=None, from_clean=True, noise=0.0,
                  generator="default", device="cpu", seed=0, out=out, overwrite=False, quiet=quiet, tau=2e-3, metric="default", k=None,
-                 k_y=None, solver="auto", tol=1e-4, mode="eglass", num=10, threshold=0.05, eps=1e-3, eta_max=None, iagan=False,
+                 k_y=None, solver="auto", tol=1e-4, mode="eglass", num=10, threshold=0.05, eps=1e-3, eta_max=None, iagan="auto",
                  max_memory="auto")
 
 
@@ -499,7 +504,7 @@ def demo(out, problem, sample, quiet):
 @eta_option
 @memory_option
 @inversion_options
-@click.option("--iagan", is_flag=True, help="Fine-tune the generator after CSGM (IAGAN) and explore with it.")
+@iagan_option
 @click.option("--shard", default=None, help="Process shard i of n (i/n); default from torchrun or a Slurm array, else all.")
 def batch(input_dir, out, overwrite, quiet, seed, shard, **options):
     """Explore every observation in INPUT_DIR into one subfolder each; resumable, shardable (see docs/scaling.md)."""

@@ -22,23 +22,24 @@ set, x_bp = x + A^+(y - A x), so that A x_bp = y wherever A A^+ = I.
 from __future__ import annotations
 
 import copy
+import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from hvp_explore._base import frozen_modules
 from hvp_explore._progress import progress_bar
-from hvp_explore.priors import DEFAULT_TRUNCATION, check_prior, project_latents, sample_latents
+from hvp_explore.priors import DEFAULT_TRUNCATION, _check_truncation, check_prior, project_latents, sample_latents
 from hvp_explore.problems import measurement_mse
 
 DEFAULT_TAU = 2e-3
 DEFAULT_RESTARTS = 4
 DEFAULT_STEPS = 300
-DEFAULT_LR = 0.05
-DEFAULT_STOP_FACTOR = 0.05
+DEFAULT_LR = 0.1
+DEFAULT_STOP_FACTOR = 0.25
 
 
 @dataclass(frozen=True)
@@ -97,30 +98,6 @@ def _dtype_device(generator, y: torch.Tensor) -> tuple[torch.dtype, torch.device
     return dtype, y.device
 
 
-@contextmanager
-def _frozen(generator) -> Iterator[None]:
-    """Put an ``nn.Module`` generator in eval mode with parameter grads off, and restore both on exit.
-
-    Eval mode makes batch norm use its running statistics, so the rows of a latent batch are independent;
-    frozen parameters keep the latent optimisation from accumulating gradients in the generator.
-    """
-    if not isinstance(generator, nn.Module):
-        yield
-        return
-    modes = [(m, m.training) for m in generator.modules()]
-    flags = [(p, p.requires_grad) for p in generator.parameters()]
-    try:
-        generator.eval()
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for m, training in modes:
-            m.train(training)
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
 def _prepare(generator, forward, y, latent_dim: int | None) -> tuple[int, torch.Tensor, torch.Tensor]:
     """Validate the problem and return (n, y as a (1, ...) tensor, a probe latent of the right dtype/device).
 
@@ -133,10 +110,12 @@ def _prepare(generator, forward, y, latent_dim: int | None) -> tuple[int, torch.
     n = _latent_dim(generator, latent_dim)
     dtype, device = _dtype_device(generator, y)
     z = torch.zeros(1, n, dtype=dtype, device=device)
-    with torch.no_grad(), _frozen(generator):
+    with torch.no_grad(), frozen_modules(generator):
         x = generator(z)
         if x.dim() != 4 or x.shape[0] != 1:
-            raise ValueError(f"the generator must map latents (B, n) to images (B, C, H, W); a (1, {n}) latent gave {tuple(x.shape)}")
+            raise ValueError(
+                f"the generator must map latents (B, n) to images (B, C, H, W); a (1, {n}) latent gave {tuple(x.shape)}"
+            )
         meas_shape = tuple(forward(x).shape)
     y = y.to(dtype=dtype, device=device)
     if tuple(y.shape) == meas_shape[1:]:
@@ -208,7 +187,11 @@ def _csgm(generator, forward, y, z0, *, steps, lr, prior, truncation, stop_mse, 
 
 
 def _iagan(generator: nn.Module, forward, y, latent, *, steps, lr_z, lr_g, quiet):
-    """IAGAN: Adam on (z, all parameters of a deep copy of G); returns (copy, z, history)."""
+    """IAGAN: Adam on (z, all parameters of a deep copy of G); returns (copy, z, history) at the best iterate.
+
+    Adam at lr 1e-3 on every parameter can raise the loss before lowering it, so the lowest-MSE
+    iterate seen (and the final one) is kept, never a worse one.
+    """
     tuned = copy.deepcopy(generator)
     flags = [p.requires_grad for p in tuned.parameters()]
     modes = [m.training for m in tuned.modules()]
@@ -222,14 +205,22 @@ def _iagan(generator: nn.Module, forward, y, latent, *, steps, lr_z, lr_g, quiet
     z = latent.detach().clone().unsqueeze(0).requires_grad_(True)
     opt = torch.optim.Adam([{"params": [z], "lr": lr_z}, {"params": params, "lr": lr_g}])
     history: list[float] = []
+    best = (math.inf, None, None)
     with progress_bar("IAGAN fine-tuning", steps, quiet=quiet) as bar:
         for _ in range(steps):
             mse = measurement_mse(forward, tuned(z), y)
             history.append(float(mse.detach()[0]))
+            if history[-1] < best[0]:
+                best = (history[-1], z.detach().clone(), {k: v.detach().clone() for k, v in tuned.state_dict().items()})
             opt.zero_grad(set_to_none=True)
             mse.sum().backward()
             opt.step()
             bar.advance(status=f"MSE {history[-1]:.2e}")
+    with torch.no_grad():
+        final = float(measurement_mse(forward, tuned(z), y)[0])
+    if best[1] is not None and best[0] < final:
+        z = best[1].requires_grad_(True)
+        tuned.load_state_dict(best[2])
     for p, flag in zip(params, flags):
         p.grad = None
         p.requires_grad_(flag)
@@ -254,7 +245,7 @@ def invert(
     truncation: float = DEFAULT_TRUNCATION,
     tau: float = DEFAULT_TAU,
     stop_factor: float = DEFAULT_STOP_FACTOR,
-    iagan: bool = False,
+    iagan: bool | str = "auto",
     iagan_steps: int = 300,
     iagan_lr_z: float = 1e-4,
     iagan_lr_g: float = 1e-3,
@@ -297,7 +288,9 @@ def invert(
         truncation: Threshold of the ``"truncated"`` prior.
         tau: Feasibility threshold on the measurement MSE (SPEC: 2e-3).
         stop_factor: CSGM stops once the best MSE is below ``tau * stop_factor``; in [0, 1].
-        iagan: Whether to fine-tune a copy of the generator after CSGM.
+        iagan: Whether to fine-tune a copy of the generator after CSGM: ``True``, ``False``, or
+            ``"auto"`` (only when CSGM's best MSE stays above ``tau``, e.g. large inpainting holes of
+            images outside the generator's range; see docs/inversion.md).
         iagan_steps: Number of IAGAN Adam steps.
         iagan_lr_z: IAGAN learning rate of the latent.
         iagan_lr_g: IAGAN learning rate of the generator's parameters.
@@ -317,17 +310,21 @@ def invert(
     """
     start = time.perf_counter()
     check_prior(prior)
+    if prior == "truncated":
+        _check_truncation(truncation)
     restarts = _positive_int("restarts", restarts)
     steps = _positive_int("steps", steps, minimum=0)
     lr = _positive_float("lr", lr)
     tau = _positive_float("tau", tau)
     if not (isinstance(stop_factor, (int, float)) and 0 <= stop_factor <= 1):
         raise ValueError(f"stop_factor must be in [0, 1] (CSGM stops below tau * stop_factor), got {stop_factor!r}")
+    if iagan not in (True, False, "auto"):
+        raise ValueError(f"iagan must be True, False or 'auto' (fine-tune only when CSGM stays above tau), got {iagan!r}")
     if iagan:
         iagan_steps = _positive_int("iagan_steps", iagan_steps, minimum=0)
         iagan_lr_z = _positive_float("iagan_lr_z", iagan_lr_z)
         iagan_lr_g = _positive_float("iagan_lr_g", iagan_lr_g)
-        if not isinstance(generator, nn.Module) or not any(True for _ in generator.parameters()):
+        if iagan is True and (not isinstance(generator, nn.Module) or not any(True for _ in generator.parameters())):
             raise ValueError("iagan=True fine-tunes the generator's parameters: pass a torch.nn.Module with parameters")
     if back_projection and not callable(getattr(forward, "pinv", None)):
         raise ValueError(
@@ -348,7 +345,7 @@ def invert(
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    with _frozen(generator):
+    with frozen_modules(generator):
         run = _csgm(
             generator, forward, y, z0, steps=steps, lr=lr, prior=prior, truncation=truncation,
             stop_mse=tau * stop_factor, quiet=quiet,
@@ -359,6 +356,10 @@ def invert(
     history = list(run.history)
 
     used = generator
+    if iagan == "auto":
+        # fine-tune only when CSGM could not reach feasibility, and only generators with parameters
+        iagan = (float(run.best_mses[best]) > tau and isinstance(generator, nn.Module)
+                 and any(True for _ in generator.parameters()))
     if iagan:
         t0 = time.perf_counter()
         used, latent, iagan_history = _iagan(
@@ -367,7 +368,7 @@ def invert(
         history.extend(iagan_history)
         timings["iagan"] = time.perf_counter() - t0
 
-    with torch.no_grad(), _frozen(used):
+    with torch.no_grad(), frozen_modules(used):
         image = used(latent.unsqueeze(0))
         mse = float(measurement_mse(forward, image, y)[0])
         if iagan:

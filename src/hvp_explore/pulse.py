@@ -34,7 +34,8 @@ from dataclasses import dataclass
 import torch
 
 from hvp_explore._progress import progress_bar
-from hvp_explore.inversion import _frozen, _positive_float, _positive_int, _prepare
+from hvp_explore._base import frozen_modules
+from hvp_explore.inversion import _positive_float, _positive_int, _prepare
 from hvp_explore.priors import sample_latents
 from hvp_explore.problems import measurement_mse
 
@@ -195,12 +196,13 @@ def pulse(
     z_init = z_init.to(probe.device)
 
     latents, images, mses, seconds, steps_run = [], [], [], [], []
-    with _frozen(generator), progress_bar("PULSE runs", n, quiet=quiet) as bar:
+    with frozen_modules(generator), progress_bar("PULSE runs", n, quiet=quiet) as bar:
         for lo in range(0, n, batch):
             t0 = time.perf_counter()
             z, x, mse, k = _pulse_batch(
-                generator, forward, y, z_init[lo : lo + batch], steps=steps, lr=lr, eps=eps, schedule=schedule, stop_at_eps=stop_at_eps
-            )
+                generator, forward, y, z_init[lo : lo + batch],
+                steps=steps, lr=lr, eps=eps, schedule=schedule, stop_at_eps=stop_at_eps,
+            )  # fmt: skip
             rows = z.shape[0]
             seconds.append(torch.full((rows,), (time.perf_counter() - t0) / rows, dtype=torch.float64))
             latents.append(z)
