@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
-import re
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+from hvp_explore._atomic import write_json_atomic
+from hvp_explore.bench import markdown_table  # noqa: F401 - re-exported for the benchmark scripts
+from hvp_explore.bench import update_doc_section as _update_doc_section
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -41,40 +43,11 @@ def timed(fn, *, repeats: int = 1):
 
 
 def write_json(name: str, payload: dict) -> Path:
-    """Write ``benchmarks/results/<name>.json`` atomically."""
+    """Write ``benchmarks/results/<name>.json`` atomically (strict JSON: NaN and inf become null)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=float) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(RESULTS / f"{name}.json", payload)
 
 
 def update_doc_section(section: str, markdown: str, doc: Path = DOC) -> None:
-    """Replace the text between ``<!-- section:start -->`` and ``<!-- section:end -->`` in docs/benchmarks.md."""
-    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    block = f"{start}\n{markdown.rstrip()}\n{end}"
-    if start in text:
-        text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    tmp = doc.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, doc)
-
-
-def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
-    """A markdown table of ``rows`` with (key, header) columns; floats are formatted compactly."""
-
-    def fmt(v):
-        if v is None:
-            return "-"
-        if isinstance(v, float):
-            return f"{v:.3g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.1e}"
-        return str(v)
-
-    head = "| " + " | ".join(h for _, h in columns) + " |"
-    sep = "|" + "|".join("---" for _ in columns) + "|"
-    body = ["| " + " | ".join(fmt(r.get(k)) for k, _ in columns) + " |" for r in rows]
-    return "\n".join([head, sep, *body])
+    """Replace the text between ``<!-- section:start -->`` and ``<!-- section:end -->`` in ``doc`` (atomically)."""
+    _update_doc_section(doc, section, markdown)

@@ -37,10 +37,10 @@ from _common import ROOT, machine, markdown_table, update_doc_section, write_jso
 from hvp_explore import ConvergenceWarning, load_image, load_metric, measurement_hessian, perceptual_hessian, top_eigenpairs  # noqa: E402
 from hvp_explore.data import sample_paths  # noqa: E402
 from hvp_explore.explore import (  # noqa: E402
+    default_eta_max,
     default_k_y,
     explore,
     make_directions,
-    pairwise_distances,
     render_solutions,
 )
 from hvp_explore.generators import load_generator  # noqa: E402
@@ -97,13 +97,15 @@ def study_case(path: Path, name: str, G, metric, *, K: int, eta_probe: float, se
     clean = load_image(path)
     y = observe(forward, clean)[None]
     inv = invert(G, forward, y, seed=seed, quiet=True)
+    G = inv.generator  # IAGAN's fine-tuned copy when CSGM could not reach tau
     z0 = inv.latent
     n = z0.numel()
     H_Y, H_X = measurement_hessian(G, forward, z0), perceptual_hessian(G, metric, z0)
     m = H_Y.residual_dim
     eig_y = top_eigenpairs(H_Y, default_k_y(m, n), seed=seed, warn=False)
     eig_x = top_eigenpairs(H_X, 50, seed=seed, warn=False)
-    row = {"sample": path.name, "problem": name, "m": m, "first_mse": inv.measurement_mse, "inversion_s": inv.seconds}
+    row = {"sample": path.name, "problem": name, "m": m, "first_mse": inv.measurement_mse, "inversion_s": inv.seconds,
+           "fine_tuned": inv.fine_tuned}
     # (b) anisotropy
     for label, e in (("H_Y", eig_y), ("H_X", eig_x)):
         v = e.values
@@ -125,7 +127,7 @@ def study_case(path: Path, name: str, G, metric, *, K: int, eta_probe: float, se
                max_cos_after=max(float(d.projection.cosines_after.abs().max()) for d in egl),
                max_cos_before=max(float(d.projection.cosines_before.abs().max()) for d in egl))
     # (d) + acceptance: the 10 feasible solutions of each mode
-    eta_max = math.sqrt(n) / 2
+    eta_max = default_eta_max(n)
     for mode, dirs in (("raw", raw), ("eglass", egl), ("generalized", gen)):
         sols, rejected, pairwise, _ = render_solutions(G, forward, y, z0, inv.image, dirs, metric=metric, num_solutions=10, tau=TAU,
                                                        eta_max=eta_max)
@@ -136,16 +138,23 @@ def study_case(path: Path, name: str, G, metric, *, K: int, eta_probe: float, se
                     f"{mode}_mean_abs_eta": statistics.fmean(abs(s.eta) for s in sols) if sols else 0.0,
                     f"{mode}_capped": sum(s.status == "capped" for s in sols),
                     f"{mode}_mean_pixel_change": float((images - inv.image).abs().mean()) if sols else 0.0,
+                    f"{mode}_mean_perc_first": statistics.fmean(s.perceptual_distance for s in sols) if sols else float("nan"),
+                    # perceptual change bought per unit of measurement-MSE increase, at the feasible step
+                    f"{mode}_perc_per_meas_step": statistics.fmean(
+                        s.perceptual_distance / max(s.measurement_mse - inv.measurement_mse, 1e-12) for s in sols) if sols else float("nan"),
                     f"{mode}_min_pairwise_perc": float(pairwise[iu[0], iu[1]].min()) if len(sols) > 1 else float("nan"),
                     f"{mode}_mean_pairwise_perc": float(pairwise[iu[0], iu[1]].mean()) if len(sols) > 1 else float("nan"),
                     f"{mode}_min_pixel_diff": min_pixel_difference(images),
                     f"{mode}_free_share": free_region_share(name, inv.image, images) if sols else float("nan"),
                     f"{mode}_gt_mse": float(((images - clean) / 2).pow(2).mean()) if sols else float("nan")})
+        if mode == "generalized":
+            keep_gen = {"images": [inv.image[0], *images], "labels": ["first solution", *[f"{s.direction} eta {s.eta:+.1f}\nMSE {s.measurement_mse:.1e}" for s in sols]]}
         if mode == "eglass":
             keep = {"images": [clean, inv.image[0], *images], "labels": ["ground truth", f"first solution\nMSE {inv.measurement_mse:.1e}",
                                                                          *[f"{s.direction} eta {s.eta:+.1f}\nMSE {s.measurement_mse:.1e}"
                                                                            for s in sols]],
                     "eig_y": eig_y, "eig_x": eig_x, "first": egl[0], "y_image": forward.observation_image(y)[0]}
+    keep["generalized"] = keep_gen
     return row, keep
 
 
@@ -156,15 +165,19 @@ def sweep(path: Path, name: str, G, metric, *, seed: int):
     inv = invert(G, forward, y, seed=seed, quiet=True)
     n = inv.latent.numel()
     rows = []
-    variants = [{"eta_max": math.sqrt(n) / 2}, {"eta_max": math.sqrt(n)}, {"threshold": 0.1}, {"threshold": 0.2}, {"K": 20}]
+    variants = [{"eta_max": math.sqrt(n)}, {"eta_max": math.sqrt(n) / 2}, {"eta_max": 1.5 * math.sqrt(n)}, {"threshold": 0.1},
+                {"threshold": 0.2}, {"K": 20}, {"mode": "generalized"}]
     if name == "inpaint":
         variants += [{"k_y": 64}, {"k_y": 256}]
     for v in variants:
         res = explore(G, forward, y, metric=metric, num_solutions=10, inversion=inv, seed=seed, quiet=True, **v)
+        if not res.solutions:
+            continue
         N = len(res.solutions)
         iu = torch.triu_indices(N, N, 1)
         images = torch.stack([s.image for s in res.solutions])
-        rows.append({"sample": path.name, "problem": name, "variant": ", ".join(f"{k}={val:g}" for k, val in v.items()),
+        rows.append({"sample": path.name, "problem": name,
+                     "variant": ", ".join(f"{k}={val:g}" if isinstance(val, float) else f"{k}={val}" for k, val in v.items()),
                      "feasible": sum(s.feasible for s in res.solutions), "mean_abs_eta": statistics.fmean(abs(s.eta) for s in res.solutions),
                      "mean_perc": statistics.fmean(s.perceptual_distance for s in res.solutions),
                      "min_pairwise_perc": float(res.pairwise[iu[0], iu[1]].min()),
@@ -199,20 +212,25 @@ def main(argv=None):
     FIGURES.mkdir(parents=True, exist_ok=True)
     for name, keep in keeps.items():
         contact_sheet([keep["y_image"], *keep["images"]], ["observation", *keep["labels"]], FIGURES / f"results-sheet-{name}.png")
+        gen = keep["generalized"]
+        contact_sheet([keep["y_image"], *gen["images"]], ["observation", *gen["labels"]], FIGURES / f"results-sheet-{name}-generalized.png")
         plot_spectra(keep["eig_y"].values, keep["eig_x"].values, FIGURES / f"results-spectra-{name}.png",
                      title=f"top eigenvalues at the first solution ({name})")
         U, V, d = keep["eig_y"].vectors, keep["eig_x"].vectors, keep["first"]
         v = V[:, d.index - 1]
         plot_correlation((U.T @ v).abs(), (U.T @ d.vector).abs(), (V.T @ v).abs(), (V.T @ d.vector).abs(),
-                         FIGURES / f"results-correlation-{name}.png", start_label=f"v^{d.index}", final_label="d (e-GLASS)",
+                         FIGURES / f"results-correlation-{name}.png", start_label=f"$v^{{{d.index}}}$", final_label="$d$ (e-GLASS)",
                          threshold=0.05, title=f"cosines with the top eigenvectors ({name})")
     summary = []
     for name in ("sr", "inpaint"):
         rs = [r for r in rows if r["problem"] == name]
-        agg = lambda key, f=statistics.median: f(r[key] for r in rs)  # noqa: E731
+        agg = lambda key, f=statistics.median: f([r[key] for r in rs if r[key] == r[key]] or [float("nan")])  # noqa: E731 - skip NaN
         summary.append({"problem": name, "cases": len(rs), "meas raw/eglass": agg("meas_ratio_raw_over_eglass"),
                         "perc eglass/raw": agg("perc_ratio_eglass_over_raw"),
-                        "perc/meas gen/eglass": agg("perc_per_meas_generalized") / agg("perc_per_meas_eglass"),
+                        "perc/meas gen/eglass (eta=probe)": agg("perc_per_meas_generalized") / agg("perc_per_meas_eglass"),
+                        "perc/meas gen/eglass (at step)": agg("generalized_perc_per_meas_step") / agg("eglass_perc_per_meas_step"),
+                        "perc to first: raw": agg("raw_mean_perc_first"), "eglass": agg("eglass_mean_perc_first"),
+                        "gen": agg("generalized_mean_perc_first"),
                         "H_Y l1/l10": agg("H_Y_l1_over_l10"), "H_X l1/l10": agg("H_X_l1_over_l10"),
                         "H_X l1/l50": agg("H_X_l1_over_l50"),
                         "feasible (eglass)": f"{sum(r['eglass_feasible'] for r in rs)}/{sum(r['eglass_solutions'] for r in rs)}",

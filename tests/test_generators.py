@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from _factory import TinyGenerator, TinyStyleGAN, make_plain_generator
-from pytorch_pretrained_biggan import BigGAN, BigGANConfig
+from pytorch_pretrained_biggan import BigGANConfig
 
 from hvp_explore._weights import ChecksumError, asset_path, sha256_file
 from hvp_explore.generators import (

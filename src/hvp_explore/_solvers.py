@@ -4,7 +4,7 @@ Every solver takes a :class:`~hvp_explore._base.CurvatureOperator`, the number o
 a relative tolerance ``tol``, a seeded ``torch.Generator`` and a product budget, and returns
 ``(values, vectors, info)`` in float64 on the operator's device, values descending. ``info`` holds
 solver-specific notes (steps, restarts, blocks). Convergence is judged by the caller from true
-residuals, so each solver only needs to aim for ``||H x - theta x|| <= tol * theta_1``.
+residuals, so each solver only needs to aim for the criterion of :func:`thresholds`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,20 @@ with warnings.catch_warnings():
 from ._base import CurvatureOperator
 
 Solution = tuple[torch.Tensor, torch.Tensor, dict]
+
+
+def thresholds(theta: torch.Tensor, tol: float, dtype: torch.dtype) -> torch.Tensor:
+    r"""Residual bounds of converged Ritz pairs: :math:`tol \cdot |\theta_i|`, as ARPACK.
+
+    A bound relative to each eigenvalue (not to :math:`\lambda_1`) is what keeps the eigenvectors of
+    small eigenvalues accurate in a strongly anisotropic spectrum: the eigenvector error is about
+    residual / gap, and gaps shrink with the eigenvalues. Below the rounding level of the operator's
+    products (10 machine epsilons of its dtype, times :math:`|\theta_1|`) no residual can be trusted,
+    so that level is the floor (it also lets exact zero eigenvalues of rank-deficient operators pass).
+    """
+    top = float(theta.abs().max()) if theta.numel() else 0.0
+    floor = 10 * torch.finfo(dtype).eps * top
+    return (tol * theta.abs()).clamp_min(floor)
 
 
 def _randn(n: int, b: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -109,12 +123,14 @@ def lanczos(op: CurvatureOperator, k: int, *, tol: float, gen: torch.Generator, 
     :math:`\beta_m`; the Ritz pairs :math:`(\theta_i, Q_m s_i)` have residuals
     :math:`\beta_m |e_m^T s_i|` (exact in exact arithmetic, and full reorthogonalisation keeps them
     so), which decide convergence without extra products. Unconverged runs restart (explicit
-    restart, Saad) from the sum of the wanted Ritz vectors with a Krylov space twice as long,
-    within the product budget.
+    restart, Saad) from the sum of the wanted Ritz vectors with k more steps, within the product
+    budget.
     """
     n = op.shape[0]
     budget = max(2, max_matvecs if max_matvecs is not None else 20 * max(k, 10))
-    m = min(n, steps if steps is not None else max(2 * k, k + 10))
+    # 2k + k/4 steps resolve the top k of the steep spectra of generator metrics in one run (2k is
+    # often just short of it); every restart adds k more steps.
+    m = min(n, steps if steps is not None else 2 * k + max(5, k // 4))
     start = _randn(n, 1, gen, op.device)
     state = {"used": 0, "scale": None}
 
@@ -142,13 +158,13 @@ def lanczos(op: CurvatureOperator, k: int, *, tol: float, gen: torch.Generator, 
         kk = min(k, theta.numel())
         residual_estimates = beta * S[-1, :kk].abs()
         values, vectors = theta[:kk] * state["scale"], Q_m @ S[:, :kk]
-        converged = bool((residual_estimates <= tol * max(float(theta[0]), 0.0)).all()) and kk == k
+        converged = bool((residual_estimates <= thresholds(theta[:kk], tol, op.dtype)).all()) and kk == k
         if converged or beta == 0.0 or m >= n or budget - state["used"] < 2:
             break
         restarts += 1
         start = vectors.sum(dim=1, keepdim=True)
-        m = min(n, 2 * m)
-    return values, vectors, {"steps": T_m.shape[0], "restarts": restarts, "residual_estimates": residual_estimates}
+        m = min(n, m + k)
+    return values, vectors, {"steps": T_m.shape[0], "restarts": restarts, "residual_estimates": residual_estimates * state["scale"]}
 
 
 def lobpcg(op: CurvatureOperator, k: int, *, tol: float, gen: torch.Generator, max_matvecs: int | None, oversample: int | None = None,
@@ -158,13 +174,16 @@ def lobpcg(op: CurvatureOperator, k: int, *, tol: float, gen: torch.Generator, m
     block = min(n, k + (oversample if oversample is not None else max(5, k // 2)))
     X0 = torch.randn(n, block, generator=gen, dtype=torch.float64).numpy()
     A = op.to_scipy()
-    # LOBPCG's tolerance is absolute: scale it by the largest Rayleigh quotient of the start block.
-    AX = A.matmat(X0)
-    scale = float(np.max(np.einsum("ij,ij->j", X0, AX) / np.einsum("ij,ij->j", X0, X0)))
     maxiter = 200 if max_matvecs is None else max(1, (max_matvecs - block) // (3 * block))
+    # LOBPCG's tolerance is absolute and the spectrum's scale unknown: a short first pass (10
+    # iterations) estimates the Ritz values, a second pass from its vectors aims at tol times the k-th.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # non-convergence is judged from true residuals by the caller
-        values, vectors = scipy.sparse.linalg.lobpcg(A, X0, largest=True, tol=tol * max(scale, 1e-300), maxiter=maxiter)
+        values, vectors = scipy.sparse.linalg.lobpcg(A, X0, largest=True, tol=1e-300, maxiter=min(maxiter, 10))
+        ordered = np.sort(np.abs(values))[::-1]
+        # the k-th Ritz value, floored at the products' rounding level (as in thresholds())
+        target = max(tol * ordered[min(k, len(values)) - 1], 10 * torch.finfo(op.dtype).eps * ordered[0], 1e-300)
+        values, vectors = scipy.sparse.linalg.lobpcg(A, vectors, largest=True, tol=target, maxiter=maxiter)
     order = np.argsort(values)[::-1][:k]
     values = torch.from_numpy(np.ascontiguousarray(values[order])).to(op.device)
     vectors = torch.from_numpy(np.ascontiguousarray(vectors[:, order])).to(op.device)
@@ -198,8 +217,7 @@ def block_krylov(op: CurvatureOperator, k: int, *, tol: float, gen: torch.Genera
         X, HX = Q @ S[:, :width], HQ @ S[:, :width]
         R = HX - X * theta[:width]
         res = R.norm(dim=0)
-        threshold = tol * max(float(theta[0]), 0.0)
-        converged = res <= threshold
+        converged = res <= thresholds(theta[:width], tol, op.dtype)
         if bool(converged[:k].all()) or Q.shape[1] >= n:
             break
         # Converged wanted pairs are locked; the oversampling pairs keep feeding the gap.

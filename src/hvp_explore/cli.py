@@ -21,6 +21,7 @@ from rich.console import Console
 
 from . import __version__
 from ._atomic import atomic_output_dir, check_output_dir
+from ._progress import progress_bar
 from .report import summary_table
 
 console = Console(stderr=True, highlight=False)
@@ -75,15 +76,20 @@ def _options(*decorators):
     return apply
 
 
-common_options = _options(
-    click.option("--generator", default="default", show_default=True,
-                 help="Registered name (see 'hvp-explore generators'), a .pkl/.pt file, or package.module:function."),
-    click.option("--device", default="cpu", show_default=True, help="Torch device, e.g. cpu or cuda."),
-    click.option("--seed", type=int, default=0, show_default=True, help="Seeds every random choice (same seed, same outputs)."),
+device_option = click.option("--device", default="cpu", show_default=True, help="Torch device, e.g. cpu or cuda.")
+seed_option = click.option("--seed", type=int, default=0, show_default=True,
+                           help="Seeds every random choice (same seed, same outputs).")
+output_options = _options(
     click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Output folder (written atomically)."),
     click.option("--overwrite", is_flag=True, help="Replace an existing folder that was not written by hvp-explore."),
     click.option("--quiet", is_flag=True, help="No progress bars or messages."),
 )
+common_options = _options(
+    click.option("--generator", default="default", show_default=True,
+                 help="Registered name (see 'hvp-explore generators'), a .pkl/.pt file, or package.module:function."),
+    device_option, seed_option, output_options,
+)
+stage_options = _options(device_option, seed_option, output_options)
 
 problem_options = _options(
     click.option("--problem", type=click.Choice(["sr", "inpaint", "cs"]), default="sr", show_default=True,
@@ -256,17 +262,13 @@ direction_options = _options(
     click.option("--eps", type=float, default=1e-3, show_default=True, help="Pencil regularisation (relative to lambda_1(H_Y))."),
 )
 
-eta_option = click.option("--eta-max", type=float, default=None, help="Largest step along a direction (default sqrt(n)/2).")
+eta_option = click.option("--eta-max", type=float, default=None, help="Largest step along a direction (default sqrt(n)).")
 
 
 @cli.command()
 @click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
 @eigen_options
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", "out", type=click.Path(path_type=Path), required=True)
-@click.option("--overwrite", is_flag=True)
-@click.option("--quiet", is_flag=True)
+@stage_options
 def eig(run_dir, metric, k, k_y, solver, tol, device, seed, out, overwrite, quiet):
     """Top eigenpairs of H_Y and H_X at the solution of RUN (an 'invert' folder)."""
     from .curvature import measurement_hessian, perceptual_hessian
@@ -283,9 +285,13 @@ def eig(run_dir, metric, k, k_y, solver, tol, device, seed, out, overwrite, quie
     _check_k("--k", k, n)
     _check_k("--k-y", k_y, n)
     metric_fn = _metric(metric, device)
-    H_Y = measurement_hessian(G, forward, z0)
-    eig_y = top_eigenpairs(H_Y, k_y or min(default_k_y(H_Y.residual_dim, n), n - 1), solver=solver, tol=tol, seed=seed)
-    eig_x = top_eigenpairs(perceptual_hessian(G, metric_fn, z0), k or default_K(10), solver=solver, tol=tol, seed=seed)
+    with progress_bar("eigenpairs", 2, quiet=quiet) as bar:
+        bar.advance(0, status="H_Y")
+        H_Y = measurement_hessian(G, forward, z0)
+        eig_y = top_eigenpairs(H_Y, k_y or min(default_k_y(H_Y.residual_dim, n), n - 1), solver=solver, tol=tol, seed=seed)
+        bar.advance(status="H_X")
+        eig_x = top_eigenpairs(perceptual_hessian(G, metric_fn, z0), k or default_K(10), solver=solver, tol=tol, seed=seed)
+        bar.advance(status="done")
     state = with_eigen(state, metric, eig_y, eig_x)
     with atomic_output_dir(out, overwrite=overwrite, marker={"command": _command_line()}) as tmp:
         report = write_eigen(tmp, state, eig_y, eig_x, command=_command_line())
@@ -298,9 +304,7 @@ def eig(run_dir, metric, k, k_y, solver, tol, device, seed, out, overwrite, quie
 @cli.command()
 @click.argument("eig_dir", metavar="EIG", type=click.Path(path_type=Path))
 @click.option("--threshold", type=float, default=0.05, show_default=True, help="Mark cosines above this.")
-@click.option("--out", "out", type=click.Path(path_type=Path), required=True)
-@click.option("--overwrite", is_flag=True)
-@click.option("--quiet", is_flag=True)
+@output_options
 def couple(eig_dir, threshold, out, overwrite, quiet):
     """Coupling matrix C = U^T V of the eigenvectors in EIG (an 'eig' folder): heat map and .npy."""
     from .pipeline import eigen_results, load_state, write_coupling
@@ -317,11 +321,7 @@ def couple(eig_dir, threshold, out, overwrite, quiet):
 @click.argument("eig_dir", metavar="EIG", type=click.Path(path_type=Path))
 @direction_options
 @click.option("--k", "K", type=int, default=None, help="Start at v^K (default: the number of H_X eigenpairs in EIG).")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", "out", type=click.Path(path_type=Path), required=True)
-@click.option("--overwrite", is_flag=True)
-@click.option("--quiet", is_flag=True)
+@stage_options
 def project(eig_dir, mode, num, threshold, eps, K, device, seed, out, overwrite, quiet):
     """Exploration directions from EIG (an 'eig' folder): e-GLASS projections, generalized or raw."""
     from .curvature import measurement_hessian, perceptual_hessian
@@ -351,13 +351,11 @@ def project(eig_dir, mode, num, threshold, eps, K, device, seed, out, overwrite,
 @tau_option
 @eta_option
 @click.option("--solutions", "num", type=int, default=None, help="Number of solutions (default: two per direction).")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--out", "out", type=click.Path(path_type=Path), required=True)
-@click.option("--overwrite", is_flag=True)
-@click.option("--quiet", is_flag=True)
+@device_option
+@output_options
 def render(proj_dir, tau, eta_max, num, device, out, overwrite, quiet):
     """Solutions along the directions in DIRECTIONS (a 'project' folder), each with the largest feasible step."""
-    from .explore import render_solutions
+    from .explore import default_eta_max, render_solutions
     from .pipeline import directions_of, load_state, write_render
 
     _setup(quiet, 0)
@@ -372,7 +370,7 @@ def render(proj_dir, tau, eta_max, num, device, out, overwrite, quiet):
     z0 = state.latent.to(device)
     solutions, rejected, pairwise, timings = render_solutions(
         G, obs.forward.to(device), obs.y.to(device), z0, state.image.to(device), directions, metric=state.load_metric(device=device),
-        num_solutions=num, tau=tau, eta_max=eta_max if eta_max is not None else math.sqrt(z0.numel()) / 2)
+        num_solutions=num, tau=tau, eta_max=eta_max if eta_max is not None else default_eta_max(z0.numel()))
     with atomic_output_dir(out, overwrite=overwrite, marker={"command": _command_line()}) as tmp:
         report = write_render(tmp, state, obs, solutions, rejected, pairwise, timings, tau=tau, command=_command_line())
     _finish(quiet, out, "solutions", report["solutions"], ["file", "direction", "eta", "measurement_mse", "feasible",
@@ -529,6 +527,20 @@ def batch(input_dir, out, overwrite, quiet, seed, shard, **options):
                       f"manifest {result.manifest}")
     if result.error:
         raise click.exceptions.Exit(1)
+
+
+@cli.group()
+def bench():
+    """Benchmarks (results under benchmarks/results/ and docs/benchmarks.md)."""
+
+
+@bench.command("solutions", context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench_solutions(args):
+    """Time to N feasible solutions: e-GLASS against PULSE (options: hvp-explore bench solutions --help)."""
+    from .bench import main as bench_main
+
+    bench_main(list(args), root=Path.cwd())
 
 
 def _metric(name: str, device: str):

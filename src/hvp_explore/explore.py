@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ._base import as_latent, frozen_modules
+from ._progress import progress_bar
 from .curvature import measurement_hessian, perceptual_hessian
 from .eigen import EigenResult, top_eigenpairs
 from .generalized import top_generalized_eigenpairs
@@ -48,6 +49,7 @@ __all__ = [
     "pairwise_distances",
     "default_k_y",
     "default_K",
+    "default_eta_max",
     "num_directions",
 ]
 
@@ -348,6 +350,12 @@ class ExplorationResult:
         return coupling_matrix(self.eig_y.vectors, self.eig_x.vectors)
 
 
+def default_eta_max(n: int) -> float:
+    r"""Default largest step, :math:`\sqrt{n}`: then :math:`\|z_0 + \eta d\|^2 \approx n + \eta^2 \le 2n` for
+    d orthogonal to :math:`z_0`, within a factor :math:`\sqrt 2` of the prior's typical radius (see docs/exploration.md)."""
+    return math.sqrt(n)
+
+
 def default_k_y(m: int, n: int) -> int:
     """Default number of H_Y eigenpairs: its whole range when m < n, else n / 4 (see docs/exploration.md)."""
     return m if m < n else max(1, n // 4)
@@ -465,7 +473,7 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
         threshold: Cosine above which a coupling with a top H_Y eigenvector is removed.
         eps: Regularisation of the pencil, relative to the top eigenvalue of H_Y.
         tau: Feasibility threshold on the measurement MSE ([0, 1] scale).
-        eta_max: Largest step (default sqrt(n) / 2, inside the prior's typical shell).
+        eta_max: Largest step (default :func:`default_eta_max`).
         solver: Eigensolver for both operators (see :func:`~hvp_explore.top_eigenpairs`).
         tol: Relative eigensolver tolerance.
         inversion: A first solution to start from (skips the inversion).
@@ -495,34 +503,37 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
     K = K if K is not None else default_K(num_solutions)
     if mode != "generalized" and not count <= K < n:
         raise ValueError(f"K must be between {count} (one H_X eigenvector per direction) and n - 1 = {n - 1}, got {K}")
-    eta_max = eta_max if eta_max is not None else math.sqrt(n) / 2
+    eta_max = eta_max if eta_max is not None else default_eta_max(n)
 
-    # 2. the two metrics
-    t0 = time.perf_counter()
-    H_Y = measurement_hessian(G, forward, z0)
-    block_sizes = {"H_Y": fit_block_size(H_Y, max_memory) if max_memory is not None else None}
-    m = H_Y.residual_dim
-    k_y = k_y if k_y is not None else default_k_y(m, n)
-    if not 1 <= k_y < n:
-        raise ValueError(f"k_y must be between 1 and n - 1 = {n - 1}, got {k_y}")
-    eig_y = top_eigenpairs(H_Y, k_y, solver=solver, tol=tol, seed=seed)
-    timings["eigen_y"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    H_X = perceptual_hessian(G, metric, z0)
-    block_sizes["H_X"] = fit_block_size(H_X, max_memory) if max_memory is not None else None
-    eig_x = top_eigenpairs(H_X, count if mode == "generalized" else K, solver=solver, tol=tol, seed=seed)
-    timings["eigen_x"] = time.perf_counter() - t0
-
-    # 3. directions
-    t0 = time.perf_counter()
-    directions, pencil = make_directions(mode, eig_y, eig_x, count=count, K=K, threshold=threshold, H_X=H_X, H_Y=H_Y,
-                                         eps=eps, tol=tol, seed=seed)
-    timings["directions"] = time.perf_counter() - t0
-
-    # 4-5. feasible steps and distances
-    solutions, rejected, pairwise, stage_times = render_solutions(G, forward, y, z0, inversion.image, directions, metric=metric,
-                                                                  num_solutions=num_solutions, tau=tau, eta_max=eta_max)
-    timings.update(stage_times)
+    # 2-5. the metrics, directions, steps and distances, one progress step each
+    with progress_bar("exploring", 4, quiet=quiet) as bar:
+        bar.advance(0, status="H_Y eigenpairs")
+        t0 = time.perf_counter()
+        H_Y = measurement_hessian(G, forward, z0)
+        block_sizes = {"H_Y": fit_block_size(H_Y, max_memory) if max_memory is not None else None}
+        m = H_Y.residual_dim
+        k_y = k_y if k_y is not None else default_k_y(m, n)
+        if not 1 <= k_y < n:
+            raise ValueError(f"k_y must be between 1 and n - 1 = {n - 1}, got {k_y}")
+        eig_y = top_eigenpairs(H_Y, k_y, solver=solver, tol=tol, seed=seed)
+        timings["eigen_y"] = time.perf_counter() - t0
+        bar.advance(status="H_X eigenpairs")
+        t0 = time.perf_counter()
+        H_X = perceptual_hessian(G, metric, z0)
+        block_sizes["H_X"] = fit_block_size(H_X, max_memory) if max_memory is not None else None
+        eig_x = top_eigenpairs(H_X, count if mode == "generalized" else K, solver=solver, tol=tol, seed=seed)
+        timings["eigen_x"] = time.perf_counter() - t0
+        bar.advance(status="directions")
+        t0 = time.perf_counter()
+        directions, pencil = make_directions(mode, eig_y, eig_x, count=count, K=K, threshold=threshold, H_X=H_X, H_Y=H_Y,
+                                             eps=eps, tol=tol, seed=seed)
+        timings["directions"] = time.perf_counter() - t0
+        bar.advance(status="feasible steps")
+        solutions, rejected, pairwise, stage_times = render_solutions(G, forward, y, z0, inversion.image, directions,
+                                                                      metric=metric, num_solutions=num_solutions, tau=tau,
+                                                                      eta_max=eta_max)
+        timings.update(stage_times)
+        bar.advance(status="done")
     # an inversion passed in was paid for outside this call
     timings["total"] = time.perf_counter() - t_total + (inversion.seconds if provided else 0.0)
     settings = {"mode": mode, "num_solutions": num_solutions, "k_y": k_y, "k_x": eig_x.k, "K": K if mode != "generalized" else None,

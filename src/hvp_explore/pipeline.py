@@ -366,8 +366,8 @@ def _correlation_figure(path: Path, first: Direction, eig_y: EigenResult, eig_x:
     U, V = eig_y.vectors, eig_x.vectors
     index = first.index if first.mode != "generalized" else 1
     start, d = V[:, index - 1], first.vector.to(V.dtype)
-    plot_correlation((U.T @ start).abs(), (U.T @ d).abs(), (V.T @ start).abs(), (V.T @ d).abs(), path, start_label=f"v^{index}",
-                     final_label=f"d ({first.label})", threshold=threshold if first.mode == "eglass" else None)
+    plot_correlation((U.T @ start).abs(), (U.T @ d).abs(), (V.T @ start).abs(), (V.T @ d).abs(), path, start_label=f"$v^{{{index}}}$",
+                     final_label=f"$d$ ({first.label})", threshold=threshold if first.mode == "eglass" else None)
 
 
 def write_render(folder: Path, state: RunState, observation: Observation, solutions: list[Solution], rejected: list[dict],
