@@ -137,7 +137,8 @@ def test_explore_end_to_end_on_a_tiny_generator(mode):
     assert len(result.solutions) == 6
     x0 = result.inversion.image
     for s in result.solutions:
-        x = G(s.latent[None])
+        with torch.no_grad():
+            x = G(s.latent[None])
         assert torch.allclose(x[0], s.image)
         assert s.feasible and float(measurement_mse(forward, x, y)) <= tau
         assert s.perceptual_distance == pytest.approx(float(metric(x, x0)), rel=1e-9)

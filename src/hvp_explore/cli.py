@@ -455,17 +455,14 @@ memory_option = click.option("--max-memory", default="auto", show_default=True,
                                   "'none' = no limit (see docs/reliability.md).")
 
 
+# every option of an exploration, shared by explore and batch
+exploration_options = _options(problem_options, common_options, tau_option, eigen_options, direction_options, eta_option,
+                               memory_option, inversion_options, iagan_option)
+
+
 @cli.command("explore")
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@problem_options
-@common_options
-@tau_option
-@eigen_options
-@direction_options
-@eta_option
-@memory_option
-@inversion_options
-@iagan_option
+@exploration_options
 def explore_cmd(input_path, **options):
     """Find a first solution of INPUT, then explore N more along e-GLASS directions (the whole pipeline)."""
     _explore_run(input_path, **options)
@@ -494,15 +491,7 @@ def demo(out, problem, sample, quiet):
 
 @cli.command()
 @click.argument("input_dir", metavar="INPUT_DIR", type=click.Path(path_type=Path))
-@problem_options
-@common_options
-@tau_option
-@eigen_options
-@direction_options
-@eta_option
-@memory_option
-@inversion_options
-@iagan_option
+@exploration_options
 @click.option("--shard", default=None, help="Process shard i of n (i/n); default from torchrun or a Slurm array, else all.")
 def batch(input_dir, out, overwrite, quiet, seed, shard, **options):
     """Explore every observation in INPUT_DIR into one subfolder each; resumable, shardable (see docs/scaling.md)."""
