@@ -229,3 +229,11 @@ def test_plain_callable_metric_uses_double_backprop(conv_generator):
         perceptual_hessian(conv_generator, metric, z0, method="ggn")
     with pytest.raises(ValueError, match="method must be one of"):
         perceptual_hessian(conv_generator, metric, z0, method="newton")
+
+
+def test_module_dtype_device_finds_the_module_behind_a_callable(conv_generator):
+    from hvp_explore._base import module_dtype_device
+
+    assert module_dtype_device(conv_generator) == (torch.float64, torch.device("cpu"))
+    assert module_dtype_device(conv_generator.forward) == (torch.float64, torch.device("cpu"))  # bound method
+    assert module_dtype_device(lambda z: z) is None

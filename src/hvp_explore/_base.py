@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from scipy.sparse.linalg import LinearOperator
 
-__all__ = ["CurvatureOperator", "NonFiniteError", "as_latent", "frozen_modules"]
+__all__ = ["CurvatureOperator", "NonFiniteError", "as_latent", "frozen_modules", "module_dtype_device"]
 
 
 class NonFiniteError(FloatingPointError):
@@ -35,6 +35,15 @@ def as_latent(z0: torch.Tensor | np.ndarray) -> torch.Tensor:
     if not torch.isfinite(z0).all():
         raise NonFiniteError("the latent point z0 contains NaN or inf")
     return z0.detach()
+
+
+def module_dtype_device(fn: object) -> tuple[torch.dtype, torch.device] | None:
+    """Floating dtype and device of the first floating tensor of the module behind ``fn`` (``None`` for plain callables)."""
+    for module in _modules_of(fn):
+        for t in (*module.parameters(), *module.buffers()):
+            if t.is_floating_point():
+                return t.dtype, t.device
+    return None
 
 
 def _modules_of(fn: object) -> list[torch.nn.Module]:

@@ -54,7 +54,7 @@ from typing import Any
 import torch
 
 from ._atomic import write_json_atomic
-from ._base import frozen_modules
+from ._base import frozen_modules, module_dtype_device
 from .eigen import ConvergenceWarning
 from .explore import explore, pairwise_distances
 from .inversion import InversionResult, invert
@@ -348,12 +348,8 @@ def _seed(*parts: Any) -> int:
 
 
 def _dtype_device(generator: Callable) -> tuple[torch.dtype, torch.device]:
-    """The floating dtype and device of a module's first parameter (float32 on the CPU for plain callables)."""
-    if isinstance(generator, torch.nn.Module):
-        for t in (*generator.parameters(), *generator.buffers()):
-            if t.is_floating_point():
-                return t.dtype, t.device
-    return torch.get_default_dtype(), torch.device("cpu")
+    """The floating dtype and device of a module (float32 on the CPU for plain callables)."""
+    return module_dtype_device(generator) or (torch.get_default_dtype(), torch.device("cpu"))
 
 
 def forward_pass_seconds(generator: Callable, latent_dim: int, *, repeats: int = 20) -> float:

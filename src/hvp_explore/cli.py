@@ -138,10 +138,10 @@ def _observation(input_path: Path, G, *, problem, factor, kernel, mask, box, m, 
 
 
 def _problem_state(obs, *, problem, factor, kernel, box, m, seed):
-    from .pipeline import problem_options
+    from .pipeline import problem_spec
 
     mask_tensor = getattr(obs.forward, "missing", None) if problem == "inpaint" and box is None else None
-    return problem_options(problem, obs.forward.image_shape, factor=factor, kernel=kernel, box=box,
+    return problem_spec(problem, obs.forward.image_shape, factor=factor, kernel=kernel, box=box,
                            mask_tensor=None if mask_tensor is None else mask_tensor.detach().cpu().bool(), m=obs.forward.num_measurements
                            if problem == "cs" else None, seed=seed)
 

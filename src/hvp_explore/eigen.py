@@ -40,10 +40,9 @@ SOLVERS = ("auto", "dense", "jacobian", "arpack", "lanczos", "lobpcg", "block-kr
 # Cost model of "auto", in units of one batched vector-Jacobian product (one Jacobian row), fitted to
 # benchmarks/crossover.py on the embedded DCGAN (docs/benchmarks.md): a Gauss-Newton product (jvp +
 # vjp; forward mode costs about twice reverse mode) is about 2.5 units, and block Krylov needs about
-# 2 p + 20 products for a block of p = k + oversampling columns on these steep spectra. Double-backprop
-# products do not batch, so for Hessian operators only product counts are compared.
+# 2 p + 20 products for a block of p = k + oversampling columns on these steep spectra. Without a
+# Jacobian route (double-backprop operators) the product cost cancels: only product counts compare.
 GGN_PRODUCT_COST = 2.5
-HESSIAN_PRODUCT_COST = 2.5
 BLOCK_KRYLOV_PRODUCTS = (2.0, 20.0)  # products ~ a * p + b
 
 
@@ -113,7 +112,7 @@ def subspace_cosines(U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
 def choose_solver(op: CurvatureOperator, k: int, *, oversample: int | None = None) -> tuple[str, str]:
     """The solver ``"auto"`` picks for ``op`` and ``k``, with the reason (a cost-model comparison)."""
     n = op.shape[0]
-    per_product = GGN_PRODUCT_COST if hasattr(op, "jacobian") else HESSIAN_PRODUCT_COST
+    per_product = GGN_PRODUCT_COST
     p = min(n, k + (oversample if oversample is not None else max(10, k // 2)))
     a, b = BLOCK_KRYLOV_PRODUCTS
     costs = {"dense": n * per_product, "block-krylov": (a * p + b) * per_product}

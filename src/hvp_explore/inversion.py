@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hvp_explore._base import frozen_modules
+from hvp_explore._base import frozen_modules, module_dtype_device
 from hvp_explore._progress import progress_bar
 from hvp_explore.priors import DEFAULT_TRUNCATION, _check_truncation, check_prior, project_latents, sample_latents
 from hvp_explore.problems import measurement_mse
@@ -90,10 +90,9 @@ def _latent_dim(generator, latent_dim: int | None) -> int:
 
 def _dtype_device(generator, y: torch.Tensor) -> tuple[torch.dtype, torch.device]:
     """Compute in the generator's floating dtype and on its device (the observation's for plain callables)."""
-    if isinstance(generator, nn.Module):
-        for t in (*generator.parameters(), *generator.buffers()):
-            if t.is_floating_point():
-                return t.dtype, t.device
+    found = module_dtype_device(generator)
+    if found is not None:
+        return found
     dtype = y.dtype if y.is_floating_point() else torch.get_default_dtype()
     return dtype, y.device
 

@@ -86,7 +86,7 @@ class RunState:
         return load_metric(self.metric, device=device)
 
 
-def problem_options(kind: str, image_shape, *, factor: int, kernel: str, box: str | None, mask_tensor: torch.Tensor | None,
+def problem_spec(kind: str, image_shape, *, factor: int, kernel: str, box: str | None, mask_tensor: torch.Tensor | None,
                     m: int | None, seed: int) -> dict:
     """The options that rebuild a forward operator, as stored in ``state.pt``."""
     options: dict[str, Any] = {"kind": kind, "image_shape": list(image_shape)}

@@ -129,6 +129,18 @@ def _save(fig, path: Path) -> Path:
     return write_bytes_atomic(path, buffer.getvalue())
 
 
+def _finish(fig, ax, path: Path, *, xlabel: str, ylabel: str, title: str, minor_grid: bool = True) -> Path:
+    """Labels, grid and legend of a line or scatter plot, then the atomic save."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="major", alpha=0.5)
+    if minor_grid:
+        ax.grid(True, which="minor", alpha=0.15)
+    ax.legend()
+    return _save(fig, path)
+
+
 def _integer_ticks(axis) -> None:
     from matplotlib.ticker import MaxNLocator
 
@@ -383,13 +395,8 @@ def plot_spectra(
         if any_positive:
             ax.set_yscale("log")
         _integer_ticks(ax.xaxis)
-        ax.set_xlabel("eigenvalue index i")
-        ax.set_ylabel("eigenvalue")
-        ax.set_title("Top eigenvalues (log scale)" if title is None else title)
-        ax.grid(True, which="major", alpha=0.5)
-        ax.grid(True, which="minor", alpha=0.15)
-        ax.legend()
-        return _save(fig, path)
+        return _finish(fig, ax, path, xlabel="eigenvalue index i", ylabel="eigenvalue",
+                       title="Top eigenvalues (log scale)" if title is None else title)
 
 
 def plot_coupling(C: Any, path: Path | str, *, threshold: float | None = None, title: str | None = None) -> Path:
@@ -562,13 +569,8 @@ def plot_time_to_solutions(curves: Mapping[str, Any], path: Path | str, *, title
         # Plain numbers ("30", "40") instead of the default "3 x 10^1" on short log ranges.
         ax.yaxis.set_major_formatter(LogFormatter())
         ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
-        ax.set_xlabel("number of solutions N")
-        ax.set_ylabel("wall-clock time (s)")
-        ax.set_title("Time to N solutions" if title is None else title)
-        ax.grid(True, which="major", alpha=0.5)
-        ax.grid(True, which="minor", alpha=0.15)
-        ax.legend()
-        return _save(fig, path)
+        return _finish(fig, ax, path, xlabel="number of solutions N", ylabel="wall-clock time (s)",
+                       title="Time to N solutions" if title is None else title)
 
 
 def plot_diversity(
@@ -619,12 +621,8 @@ def plot_diversity(
             ax.scatter(mse_arr[shown], dist_arr[shown], marker=markers[i % len(markers)], s=28, alpha=0.8, label=label)
         ax.axvline(float(tau), linestyle="--", color="0.2", linewidth=1.2, label=rf"$\tau$ = {float(tau):.3g}")
         ax.set_xscale("log")
-        ax.set_xlabel("measurement MSE ([0, 1] pixel scale)")
-        ax.set_ylabel(distance_label)
-        ax.set_title("Diversity and feasibility" if title is None else title)
-        ax.grid(True, which="major", alpha=0.5)
-        ax.legend()
-        return _save(fig, path)
+        return _finish(fig, ax, path, xlabel="measurement MSE ([0, 1] pixel scale)", ylabel=distance_label,
+                       title="Diversity and feasibility" if title is None else title, minor_grid=False)
 
 
 # --------------------------------------------------------------------------------------------------
