@@ -138,7 +138,24 @@ def test_pulse_rows_extrapolate_from_a_fake_sequence():
     assert rows[10]["feasible"] == 2 and len(rows[10]["mse"]) == 4 and rows[10]["returned"] == 4
     none = {**seq, "feasible": [False] * 4}
     lower = bench._pulse_rows(case, setup, none, tau=tau, lpips_metric=None)[-1]
-    assert lower["estimate"] == "lower-bound" and lower["seconds"] == pytest.approx(10 * 3.0)
+    # no feasible run in 4: the rate's 95% upper confidence bound 1 - 0.05^(1/4) stands in for it
+    assert lower["estimate"] == "lower-bound" and lower["seconds"] == pytest.approx(10 * 3.0 / (1 - 0.05 ** 0.25), rel=1e-12)
+    assert lower["seconds_rate_one"] == pytest.approx(10 * 3.0)
+
+
+def test_rate_upper_bound_is_clopper_pearson():
+    # no success in R runs: 1 - 0.05^(1/R), close to the rule of three for large R
+    for runs in (1, 3, 20, 300):
+        assert bench.rate_upper_bound(0, runs) == pytest.approx(1 - 0.05 ** (1 / runs), rel=1e-10)
+    assert bench.rate_upper_bound(0, 300) == pytest.approx(3 / 300, rel=0.01)
+    # with successes it exceeds the observed rate, and a rate at the bound makes the observation a 5% event
+    from scipy.stats import binom
+
+    bound = bench.rate_upper_bound(2, 20)
+    assert bound > 2 / 20 and binom.cdf(2, 20, bound) == pytest.approx(0.05, rel=1e-8)
+    assert bench.rate_upper_bound(5, 5) == 1.0
+    with pytest.raises(ValueError, match="feasible <= runs"):
+        bench.rate_upper_bound(3, 2)
 
 
 # --- a whole case on a tiny generator ---------------------------------------------------------------------

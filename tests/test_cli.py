@@ -77,6 +77,19 @@ def test_stage_commands_compose(inverted, tmp_path):
     assert [s["direction"] for s in rep["solutions"]] == ["+v8", "-v8", "+v7", "-v7"]
     assert all(s["feasible"] and s["measurement_mse"] <= 2e-3 and s["perceptual_distance"] > 0 for s in rep["solutions"])
     assert len(list((rnd / "solutions").glob("*.png"))) == 4
+    # beyond 2K solutions the extra directions are combinations of the eigenvector ones, stored and rendered
+    prj2, rnd2 = tmp_path / "project2", tmp_path / "render2"
+    assert run("project", eig, "--out", prj2, "--solutions", "20", "--quiet").exit_code == 0
+    entries = report(prj2)["directions"]
+    assert [d["label"] for d in entries] == [f"v{i}" for i in range(8, 0, -1)] + ["c1", "c2"]
+    dirs = np.load(prj2 / "directions.npz")
+    for d, v in zip(entries[8:], dirs["vectors"].T[8:]):
+        combined = dirs["vectors"][:, :8] @ np.array(d["combination"])
+        assert np.dot(combined, v) / np.linalg.norm(combined) > 0.99  # the stored vector is the (projected) combination
+    assert run("render", prj2, "--out", rnd2, "--quiet").exit_code == 0
+    rep = report(rnd2)
+    assert len(rep["solutions"]) == 20 and all(s["feasible"] and s["measurement_mse"] <= 2e-3 for s in rep["solutions"])
+    assert {s["step_status"] for s in rep["solutions"][16:]} <= {"predicted", "backtracked", "capped"}
 
 
 def test_explore_report_numbers(tmp_path):
@@ -180,3 +193,15 @@ def test_same_seed_same_outputs_byte_for_byte(tmp_path):
     for f in files:
         assert (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes(), f
     assert (outs[0] / "eigenpairs.npz").read_bytes() == (outs[1] / "eigenpairs.npz").read_bytes()
+
+
+def test_cli_defaults_are_the_library_defaults():
+    from hvp_explore.cli import cli
+    from hvp_explore.explore import DEFAULT_TOL
+    from hvp_explore.problems import DEFAULT_TAU
+
+    for name in ("explore", "eig", "batch"):
+        params = {p.name: p.default for p in cli.commands[name].params}
+        assert params["tol"] == DEFAULT_TOL
+        if "tau" in params:
+            assert params["tau"] == DEFAULT_TAU

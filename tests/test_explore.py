@@ -10,11 +10,16 @@ from conftest import TinyConvGenerator
 
 from hvp_explore import PixelMetric, SuperResolution, measurement_mse, subspace_cosines
 from hvp_explore.explore import (
+    Direction,
+    combine_directions,
     coupling_matrix,
     eglass_projection,
+    ellipsoid_steps,
     explore,
     feasible_steps,
+    make_directions,
     pairwise_distances,
+    predicted_steps,
     significant_couplings,
 )
 from hvp_explore.generators.dcgan import FashionClassifier
@@ -107,6 +112,115 @@ def test_feasible_steps_capped_and_no_step():
         feasible_steps(G, forward, y, z0, D, tau=0, eta_max=1.0)
 
 
+def test_ellipsoid_steps_land_on_the_model_boundary():
+    g = torch.Generator().manual_seed(5)
+    eta_plus, eta_minus = torch.rand(4, generator=g, dtype=torch.float64) + 0.5, torch.rand(4, generator=g, dtype=torch.float64) + 0.5
+    C = torch.randn(4, 7, generator=g, dtype=torch.float64)
+    eta = ellipsoid_steps(C, eta_plus, eta_minus)
+    A = eta * C  # the predicted points, in base coordinates
+    level = torch.where(A >= 0, A / eta_plus[:, None], A / eta_minus[:, None]).pow(2).sum(0)
+    assert torch.allclose(level, torch.ones(7, dtype=torch.float64), atol=1e-14)
+    # a base direction predicts its own step, with the sign's own boundary
+    I4 = torch.eye(4, dtype=torch.float64)
+    assert torch.allclose(ellipsoid_steps(I4, eta_plus, eta_minus), eta_plus)
+    assert torch.allclose(ellipsoid_steps(-I4, eta_plus, eta_minus), eta_minus)
+    with pytest.raises(ValueError, match="positive"):
+        ellipsoid_steps(C, eta_plus, torch.zeros(4, dtype=torch.float64))
+
+
+@torch.no_grad()
+def test_ellipsoid_steps_are_exact_for_a_linear_generator():
+    # G(z) = W z with orthogonal measurement images of the base directions: MSE(z0 + a) is a diagonal
+    # quadratic form in the base coordinates, so the predicted step lies exactly on MSE = tau.
+    n, tau = 6, 1e-2
+    forward = SuperResolution((1, 4, 4), 2).double()  # m = 4
+    Q = orthonormal(n, n, 8)
+    scales = torch.tensor([1.0, 2.0, 0.5, 3.0, 1.0, 1.0], dtype=torch.float64)
+    M = torch.zeros(4, n, dtype=torch.float64)
+    M[:, :4] = torch.diag(scales[:4])
+    # W maps latent coordinates in the basis Q to images whose 2x2 area means are M @ (Q^T z)
+    W = forward.pinv(M.T.reshape(n, 1, 2, 2)).reshape(n, 16).T @ Q.T
+
+    def G(z):
+        return (z @ W.T).reshape(-1, 1, 4, 4)
+
+    z0 = torch.zeros(n, dtype=torch.float64)
+    y = forward(G(z0[None]))
+    base = Q[:, :3]  # three directions with diagonal measurement curvature
+    steps, _ = feasible_steps(G, forward, y, z0, torch.cat([base, -base], 1), tau=tau, eta_max=50.0, rel_tol=1e-9, max_rounds=200)
+    eta_plus = torch.tensor([s.eta for s in steps[:3]], dtype=torch.float64)
+    eta_minus = torch.tensor([s.eta for s in steps[3:]], dtype=torch.float64)
+    C = torch.randn(3, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    C = C / (base @ C).norm(dim=0)
+    eta = ellipsoid_steps(C, eta_plus, eta_minus)
+    mse = measurement_mse(forward, G(z0 + (eta * C).T @ base.T), y)
+    assert torch.allclose(mse.to(torch.float64), torch.full((5,), tau, dtype=torch.float64), rtol=1e-6)
+
+
+@torch.no_grad()
+def test_predicted_steps_accept_or_backtrack_and_stay_feasible():
+    G, forward, y, z0 = tiny_problem()
+    D = orthonormal(24, 4, 2)
+    tau = 1e-5
+    exact, _ = feasible_steps(G, forward, y, z0, D, tau=tau, eta_max=20.0, rel_tol=1e-3, max_rounds=40)
+    assert {s.status for s in exact} == {"ok"}
+    boundary = torch.tensor([s.eta for s in exact], dtype=torch.float64)
+    # under the boundary: kept as predicted, one evaluation; beyond it: shrunk until feasible
+    guesses = torch.cat([0.5 * boundary[:2], 3.0 * boundary[2:]])
+    steps, images = predicted_steps(G, forward, y, z0, D, guesses, tau=tau, eta_max=20.0)
+    for p, step in enumerate(steps):
+        x = G((z0 + step.eta * D[:, p])[None])
+        assert torch.allclose(images[p], x[0])
+        assert float(measurement_mse(forward, x, y)) == pytest.approx(step.measurement_mse, rel=1e-12)
+        assert step.feasible and step.measurement_mse <= tau and 0 < step.eta <= boundary[p] * (1 + 1e-3)
+    assert [s.status for s in steps[:2]] == ["predicted"] * 2 and [s.evaluations for s in steps[:2]] == [1, 1]
+    assert [s.eta for s in steps[:2]] == pytest.approx((0.5 * boundary[:2]).tolist(), rel=1e-15)
+    assert {s.status for s in steps[2:]} == {"backtracked"} and all(s.eta_infeasible > s.eta for s in steps[2:])
+    # an infeasible start gives no step
+    z_off = z0 + 0.5 * D[:, 0]
+    none, _ = predicted_steps(G, forward, y, z_off, D, guesses, tau=1e-12, eta_max=1.0, max_rounds=2)
+    assert all(s.status == "no-step" and s.eta == 0.0 and s.evaluations == 3 for s in none)
+    with pytest.raises(ValueError, match="positive steps"):
+        predicted_steps(G, forward, y, z0, D, torch.zeros(4, dtype=torch.float64), tau=tau, eta_max=1.0)
+
+
+def test_combine_directions_are_seeded_projected_combinations():
+    U = orthonormal(30, 5, 1)
+    base = [Direction(orthonormal(30, 1, 10 + i)[:, 0], "eglass", f"v{10 - i}", 10 - i) for i in range(3)]
+    combos = combine_directions(base, 4, U=U, threshold=0.05, seed=3)
+    again = combine_directions(base, 4, U=U, threshold=0.05, seed=3)
+    B = torch.stack([d.vector for d in base], 1)
+    for c, c2 in zip(combos, again):
+        assert torch.equal(c.vector, c2.vector) and c.combination == c2.combination
+        coef = torch.tensor(c.combination, dtype=torch.float64)
+        v = B @ coef
+        assert float(v.norm()) == pytest.approx(1.0, abs=1e-12)  # coefficients scaled to a unit combination
+        assert torch.allclose(c.vector, eglass_projection(v, U, threshold=0.05).direction, atol=1e-14)
+        assert float((U.T @ c.vector).abs().max()) <= 0.05 and c.index == 0 and c.mode == "eglass"
+    assert [c.label for c in combos] == ["c1", "c2", "c3", "c4"]
+    raw = combine_directions(base, 2, seed=3)
+    assert torch.allclose(raw[0].vector, B @ torch.tensor(raw[0].combination, dtype=torch.float64), atol=1e-14)
+    assert not torch.equal(combine_directions(base, 1, seed=4)[0].vector, raw[0].vector)
+
+
+@torch.no_grad()
+def test_explore_beyond_2K_solutions_combines_the_eigenvector_directions():
+    G, forward, y, _ = tiny_problem()
+    tau = 2e-3
+    result = explore(G, forward, y, metric=PixelMetric(), num_solutions=12, K=2, tau=tau, eta_max=4.0, quiet=True,
+                     invert_options={"restarts": 2, "steps": 200})
+    assert result.eig_x.k == 2  # the eigensolve does not grow with N
+    assert [d.label for d in result.directions] == ["v2", "v1", "c1", "c2", "c3", "c4"]
+    assert len(result.solutions) == 12 and [s.direction for s in result.solutions][:6] == ["+v2", "-v2", "+v1", "-v1", "+c1", "-c1"]
+    for s in result.solutions:
+        x = G(s.latent[None])
+        assert torch.allclose(x[0], s.image) and float(measurement_mse(forward, x, y)) <= tau and s.feasible
+    combo_status = {s.status for s in result.solutions if "c" in s.direction}
+    assert combo_status <= {"predicted", "backtracked", "capped"} and combo_status
+    distinct = result.pairwise + torch.eye(12, dtype=torch.float64)
+    assert float(distinct.min()) > 0  # twelve different images
+
+
 @pytest.mark.parametrize("metric_kind", ["pixel", "classifier", "callable"])
 def test_pairwise_distances_match_direct_evaluation(metric_kind):
     torch.manual_seed(0)
@@ -157,6 +271,7 @@ def test_explore_end_to_end_on_a_tiny_generator(mode):
     if mode == "generalized":
         assert result.pencil is not None and result.pencil.k == 3
     assert set(result.timings) >= {"inversion", "eigen_y", "eigen_x", "directions", "steps", "distances", "total"}
+    assert result.settings["block_sizes"] == {"H_Y": 256, "H_X": 256}  # batch_limit of 8 x 8 images on a CPU
 
 
 def test_explore_is_deterministic_and_validates():
@@ -167,8 +282,9 @@ def test_explore_is_deterministic_and_validates():
     assert torch.equal(runs[0].inversion.latent, runs[1].inversion.latent)
     with pytest.raises(ValueError, match="mode must be one of"):
         explore(G, forward, y, metric=PixelMetric(), mode="random")
-    with pytest.raises(ValueError, match="K must be between"):
-        explore(G, forward, y, metric=PixelMetric(), num_solutions=10, K=3, inversion=runs[0].inversion)
+    for K in (0, 24):
+        with pytest.raises(ValueError, match="K must be an integer between 1 and n - 1 = 23"):
+            explore(G, forward, y, metric=PixelMetric(), num_solutions=10, K=K, inversion=runs[0].inversion)
     with pytest.raises(ValueError, match="positive integer"):
         explore(G, forward, y, metric=PixelMetric(), num_solutions=0)
     assert math.isfinite(runs[0].timings["total"])

@@ -52,3 +52,15 @@ def test_peak_grows_linearly_and_fit_respects_the_budget():
     assert peak <= budget * 1.1  # within 10% of the prediction
     with pytest.raises(MemoryError, match="one product needs"):
         fit_block_size(op, mem.peak(1) // 2)
+
+
+def test_cpu_batch_size_follows_the_image_size():
+    from hvp_explore.explore import batch_limit
+    from hvp_explore.memory import CPU_BATCH_ELEMENTS, cpu_batch_size
+
+    assert cpu_batch_size(32 * 32) == 256  # the embedded default: capped at `largest`
+    assert cpu_batch_size(3 * 128 * 128) == 5  # BigGAN-deep-128: measured best at 4-5 on this CPU
+    assert cpu_batch_size(CPU_BATCH_ELEMENTS * 4) == 1 and cpu_batch_size(1000, largest=7) == 7
+    assert batch_limit(torch.zeros(1, 3, 128, 128)) == 5 == batch_limit(torch.zeros(3, 128, 128))
+    with pytest.raises(ValueError, match="positive integer"):
+        cpu_batch_size(0)

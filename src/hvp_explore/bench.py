@@ -7,7 +7,9 @@ On the same observations, generator and feasibility threshold :math:`\tau`, for 
     Time to N = the time until N feasible runs exist (the prefix of one sequence of runs, so one
     sequence serves every N). When a run budget ends first, the time is extrapolated from the runs
     done: runs are independent, so :math:`T(N) = N \bar t / r` (mean run time :math:`\bar t`,
-    feasibility rate :math:`r`), and the row says so.
+    feasibility rate :math:`r`), and the row says so. With no feasible run in R, r is replaced by its
+    95% upper confidence bound :math:`1 - 0.05^{1/R}` (:func:`rate_upper_bound`): the time is then a
+    lower bound that holds with 95% confidence (``seconds_rate_one`` keeps the looser bound r = 1).
 ``pulse-batch``
     PULSE with its restarts optimised together in one batch (the strongest form of the baseline):
     :math:`\lceil N / r \rceil` rows (r from the sequential runs), topped up by further batches until N
@@ -72,6 +74,7 @@ __all__ = [
     "SolutionsBenchmark",
     "time_to_n_feasible",
     "extrapolated_time_to_n",
+    "rate_upper_bound",
     "monotone_times",
     "marginal_seconds",
     "step_envelope",
@@ -260,6 +263,24 @@ def extrapolated_time_to_n(n: int, mean_run_seconds: float, rate: float) -> floa
     if not mean_run_seconds >= 0:
         raise ValueError(f"the mean run time must be >= 0, got {mean_run_seconds}")
     return math.inf if rate == 0 else n * mean_run_seconds / rate
+
+
+def rate_upper_bound(feasible: int, runs: int, *, confidence: float = 0.95) -> float:
+    r"""One-sided Clopper-Pearson upper confidence bound on a success rate from ``feasible`` of ``runs``.
+
+    With no success it is :math:`1 - (1 - c)^{1/R}` (about 3 / R at c = 0.95, the "rule of three"):
+    a rate above it would have produced a success in R runs with probability at least c. Dividing by it
+    turns "no feasible run in R" into a lower bound on the time to N that holds with confidence c.
+    """
+    if not (isinstance(runs, int) and runs >= 1 and isinstance(feasible, int) and 0 <= feasible <= runs):
+        raise ValueError(f"need 0 <= feasible <= runs and runs >= 1, got {feasible} of {runs}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if feasible == runs:
+        return 1.0
+    from scipy.stats import beta
+
+    return float(beta.ppf(confidence, feasible + 1, runs - feasible))
 
 
 def monotone_times(runs: Mapping[int, tuple[float | None, int]]) -> dict[int, float | None]:
@@ -591,8 +612,12 @@ def _pulse_rows(case: Case, setup: GeneratorSetup, seq: dict, *, tau: float, lpi
                 note = (f"{sum(seq['feasible'])} of {runs} runs feasible when the {seq['stop']} ended: "
                         f"N / rate x mean run time = {n} / {rate:.3g} x {mean_run:.3g} s")
             else:
-                t, kind = n * mean_run, "lower-bound"
-                note = f"no feasible run in {runs}: N x mean run time, the rate taken as 1 (a lower bound)"
+                bound = rate_upper_bound(0, runs)
+                t, kind = extrapolated_time_to_n(n, mean_run, bound), "lower-bound"
+                note = (f"no feasible run in {runs}: N x mean run time / {bound:.3g}, the 95% upper confidence bound on the "
+                        f"rate (Clopper-Pearson, 1 - 0.05^(1/{runs})), a lower bound on the time with 95% confidence; with "
+                        f"the rate taken as 1 it would be {n * mean_run:.3g} s")
+                row["seconds_rate_one"] = n * mean_run
             row.update(seconds=t, estimate=kind, estimate_note=note, returned=runs, runs=n / rate if rate else None)
         row.update(stats)
         row["seconds_run"] = row["seconds"]
@@ -605,9 +630,12 @@ def _pulse_batch_rows(case: Case, setup: GeneratorSetup, seq: dict | None, step_
                       seed: int, lpips_metric, log, max_rounds: int = 5) -> list[dict]:
     """Rows of batched PULSE: ceil(N / rate) rows in one batch, topped up until N are feasible, or extrapolated."""
     seq_rate = sum(seq["feasible"]) / len(seq["seconds"]) if seq is not None and seq["seconds"] else None
+    # No feasible sequential run: size the batch with the rate's 95% upper confidence bound (a lower bound on the time).
+    zero = bool(seq is not None and seq["seconds"] and not seq_rate)
+    bound = rate_upper_bound(0, len(seq["seconds"])) if zero else None
     rows, runs = [], {}
     for n in setup.ns:
-        first = math.ceil(n / seq_rate) if seq_rate else n
+        first = math.ceil(n / (seq_rate or bound or 1.0))
         row = {"method": "pulse-batch", "N": n, "pulse_rate": seq_rate}
         if first > setup.pulse_batch_max_rows:
             # Rows follow the trajectories of sequential runs: same rate; only the time per step differs.
@@ -617,7 +645,9 @@ def _pulse_batch_rows(case: Case, setup: GeneratorSetup, seq: dict | None, step_
             note = (f"one batch of ceil(N / rate) = {first} rows, above the {setup.pulse_batch_max_rows}-row limit of this run: "
                     f"{steps} steps x {t_step:.3g} s per Adam step at B = {first}"
                     + (" (interpolated from the measured batch sizes)" if interpolated else "")
-                    + ("" if seq_rate else "; no feasible sequential run, so the rate is taken as 1 (a lower bound)"))
+                    + ("" if seq_rate else
+                       f"; no feasible sequential run, so the rate is taken as its 95% upper confidence bound {bound:.3g}, a lower "
+                       f"bound on the time with 95% confidence" if zero else "; the rate taken as 1 (a lower bound)"))
             row.update(seconds_run=t, estimate="extrapolated" if seq_rate else "lower-bound", estimate_note=note, returned=0,
                        rows=first, batches=[first], mse=[], feasible=0, breakdown={"runs": t})
             rows.append(row)
@@ -899,8 +929,8 @@ def evaluate_targets(summary: Sequence[dict]) -> tuple[list[dict], list[str]]:
         if last is not None and last["marginal_forwards"] is not None:
             add(gen, problem, f"{HEADLINE}, forward passes per extra solution", last["marginal_forwards"],
                 MARGINAL_FORWARDS_TARGET,
-                why="each extra solution costs its share of the step search (a grid of 4 and up to 6 refinement forward passes "
-                    "per signed direction, batched), of the distances, and of the larger H_X eigensolve (K = N / 2 eigenvectors)")
+                why="an extra solution beyond 2K costs one forward pass at its predicted step, a backtracking pass when the "
+                    "prediction is infeasible, its perceptual residual for the distances, and its Algorithm 1 projection")
         dense = _largest(summary, gen, problem, "eglass-dense")
         if dense is not None and dense["eigen_seconds"]:
             for solver in EGLASS_SOLVERS[1:]:
@@ -1011,8 +1041,8 @@ def _notes(rows: Sequence[dict], infos: Sequence[dict], lpips_status: str) -> li
             notes.append(f"{label}: not reached ({r['estimate_note']})")
     if lpips_status != "lpips-alex":
         notes.append(f"real LPIPS diversity {lpips_status}")
-    notes.append("generalized directions run explore(mode='generalized'), which also solves H_X for N / 2 eigenpairs that "
-                 "the pencil does not use; that time is in its eigen stage")
+    notes.append("generalized directions run explore(mode='generalized'), which also solves H_X for min(N / 2, K) "
+                 "eigenpairs (for the report's coupling map) that the pencil does not use; that time is in its eigen stage")
     return notes
 
 
@@ -1022,7 +1052,7 @@ def run_solutions_benchmark(*, generators: Sequence[str] = GENERATORS, problems:
                             pulse_max_runs: int | None = None, pulse_budget_s: float = 900.0, pulse_steps: int = 100,
                             biggan_ns: Sequence[int] = (1, 10, 100), biggan_methods: Sequence[str] = BIGGAN_METHODS,
                             biggan_samples: int = 1, biggan_pulse_runs: int = 3, biggan_invert_steps: int = 100,
-                            biggan_k_y: int | None = 10, biggan_eglass_max_n: int | None = 10, biggan_small: bool = False,
+                            biggan_k_y: int | None = 10, biggan_eglass_max_n: int | None = None, biggan_small: bool = False,
                             log: Callable[[str], None] = print) -> SolutionsBenchmark:
     """Run the solutions benchmark (see the module docstring) and return its measurements.
 
@@ -1116,9 +1146,7 @@ def run_solutions_benchmark(*, generators: Sequence[str] = GENERATORS, problems:
     for setup, _ in plan:
         if setup.eglass_max_n is not None and max(setup.ns) > setup.eglass_max_n and any(
                 m.startswith("eglass-") or m == "generalized" for m in setup.methods):
-            limits.append(f"{setup.name}: e-GLASS methods ran for N <= {setup.eglass_max_n} only; at N = 100 the H_X "
-                          "eigensolve for K = 50 needs about n products, each a forward-mode and a reverse-mode pass through "
-                          "the generator, in blocks of up to 75 columns: more time and memory than this CPU run allows")
+            limits.append(f"{setup.name}: e-GLASS methods ran for N <= {setup.eglass_max_n} only (--biggan-eglass-max-n)")
     add_ratios(rows, forward_s)
     summary = summarise(rows)
     targets, target_notes = evaluate_targets(summary)
@@ -1301,7 +1329,7 @@ def main_solutions(*, generators: Sequence[str] = GENERATORS, problems: Sequence
                    pulse_budget_s: float = 900.0, pulse_steps: int = 100, biggan_ns: Sequence[int] = (1, 10, 100),
                    biggan_methods: Sequence[str] = BIGGAN_METHODS,
                    biggan_samples: int = 1, biggan_pulse_runs: int = 3, biggan_invert_steps: int = 100,
-                   biggan_k_y: int | None = 10, biggan_eglass_max_n: int | None = 10, biggan_small: bool = False,
+                   biggan_k_y: int | None = 10, biggan_eglass_max_n: int | None = None, biggan_small: bool = False,
                    threads: int | None = None,
                    json_path: Path | str = "benchmarks/results/solutions.json",
                    doc_path: Path | str | None = "docs/benchmarks.md",
@@ -1359,7 +1387,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--biggan-pulse-runs", type=int, default=3, help="measured sequential PULSE runs on BigGAN")
     p.add_argument("--biggan-invert-steps", type=int, default=100, help="CSGM steps of BigGAN's inversion")
     p.add_argument("--biggan-k-y", type=int, default=10, help="H_Y eigenpairs on BigGAN (0: n / 4)")
-    p.add_argument("--biggan-eglass-max-n", type=int, default=10, help="largest N of e-GLASS on BigGAN (0: all)")
+    p.add_argument("--biggan-eglass-max-n", type=int, default=0, help="largest N of e-GLASS on BigGAN (0: all)")
     p.add_argument("--biggan-small", action="store_true", help="a 32x32 BigGAN-deep instead of BigGAN-deep-128 (smoke test)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.add_argument("--json", default="benchmarks/results/solutions.json", help="JSON output")

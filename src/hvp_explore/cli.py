@@ -247,11 +247,11 @@ def _check_k(name: str, k, n: int) -> None:
 
 eigen_options = _options(
     click.option("--metric", default="default", show_default=True, help="Perceptual metric (see 'hvp-explore generators')."),
-    click.option("--k", "k", type=int, default=None, help="H_X eigenpairs (e-GLASS starts at v^k; default max(10, N/2))."),
+    click.option("--k", "k", type=int, default=None, help="H_X eigenpairs (e-GLASS starts at v^k; default 10; beyond 2k solutions the directions are combinations)."),
     click.option("--k-y", "k_y", type=int, default=None, help="H_Y eigenpairs (default: its whole range m when m < n, else n/4)."),
     click.option("--solver", type=click.Choice(["auto", "dense", "jacobian", "arpack", "lanczos", "lobpcg", "block-krylov"]),
                  default="auto", show_default=True, help="Eigensolver."),
-    click.option("--tol", type=float, default=1e-4, show_default=True, help="Relative eigensolver tolerance."),
+    click.option("--tol", type=float, default=1e-3, show_default=True, help="Relative eigensolver tolerance."),
 )
 
 direction_options = _options(
@@ -273,7 +273,7 @@ def eig(run_dir, metric, k, k_y, solver, tol, device, seed, out, overwrite, quie
     """Top eigenpairs of H_Y and H_X at the solution of RUN (an 'invert' folder)."""
     from .curvature import measurement_hessian, perceptual_hessian
     from .eigen import top_eigenpairs
-    from .explore import default_K, default_k_y
+    from .explore import DEFAULT_K, default_k_y
     from .pipeline import load_state, with_eigen, write_eigen
 
     _setup(quiet, seed)
@@ -290,7 +290,7 @@ def eig(run_dir, metric, k, k_y, solver, tol, device, seed, out, overwrite, quie
         H_Y = measurement_hessian(G, forward, z0)
         eig_y = top_eigenpairs(H_Y, k_y or min(default_k_y(H_Y.residual_dim, n), n - 1), solver=solver, tol=tol, seed=seed)
         bar.advance(status="H_X")
-        eig_x = top_eigenpairs(perceptual_hessian(G, metric_fn, z0), k or default_K(10), solver=solver, tol=tol, seed=seed)
+        eig_x = top_eigenpairs(perceptual_hessian(G, metric_fn, z0), k or DEFAULT_K, solver=solver, tol=tol, seed=seed)
         bar.advance(status="done")
     state = with_eigen(state, metric, eig_y, eig_x)
     with atomic_output_dir(out, overwrite=overwrite, marker={"command": _command_line()}) as tmp:
@@ -389,8 +389,6 @@ class _ExploreJob:
         n = self.G.latent_dim
         _check_k("--k", k, n)
         _check_k("--k-y", k_y, n)
-        if mode != "generalized" and k is not None and k < math.ceil(num / 2):
-            raise UserError(f"--k must be at least {math.ceil(num / 2)} to give {num} solutions (two per H_X eigenvector), got {k}")
         self.metric_fn = _metric(metric, device)
         self.budget = _memory_budget(max_memory, device)
         self.invert_options = {"iagan": IAGAN[iagan], **{k_: v for k_, v in (("restarts", restarts), ("steps", steps)) if v is not None}}
@@ -399,7 +397,7 @@ class _ExploreJob:
                       tol=tol, mode=mode, num=num, threshold=threshold, eps=eps, eta_max=eta_max, iagan=iagan)
 
     def run(self, input_path: Path, out: Path, *, overwrite: bool = False, quiet: bool | None = None) -> dict:
-        from .explore import default_K, explore
+        from .explore import explore
         from .pipeline import write_exploration
 
         o = self.o
@@ -407,7 +405,7 @@ class _ExploreJob:
         obs = _observation(input_path, self.G, problem=o["problem"], factor=o["factor"], kernel=o["kernel"], mask=o["mask"], box=o["box"],
                            m=o["m"], from_clean=o["from_clean"], noise=o["noise"], seed=o["seed"], quiet=quiet)
         result = explore(self.G, obs.forward.to(o["device"]), obs.y.to(o["device"]), metric=self.metric_fn, num_solutions=o["num"],
-                         mode=o["mode"], k_y=o["k_y"], K=o["k"] if o["k"] is not None else default_K(o["num"]), threshold=o["threshold"],
+                         mode=o["mode"], k_y=o["k_y"], K=o["k"], threshold=o["threshold"],
                          eps=o["eps"], tau=o["tau"], eta_max=o["eta_max"], solver=o["solver"], tol=o["tol"],
                          invert_options=self.invert_options, max_memory=self.budget, seed=o["seed"], quiet=quiet)
         with atomic_output_dir(out, overwrite=overwrite, marker={"command": _command_line()}) as tmp:
@@ -485,7 +483,7 @@ def demo(out, problem, sample, quiet):
                 "with the embedded Fashion-MNIST DCGAN (offline)")
     _explore_run(paths[sample], problem=problem, factor=4, kernel="area", mask=None, box=box, m=None, from_clean=True, noise=0.0,
                  generator="default", device="cpu", seed=0, out=out, overwrite=False, quiet=quiet, tau=2e-3, metric="default", k=None,
-                 k_y=None, solver="auto", tol=1e-4, mode="eglass", num=10, threshold=0.05, eps=1e-3, eta_max=None, iagan="auto",
+                 k_y=None, solver="auto", tol=1e-3, mode="eglass", num=10, threshold=0.05, eps=1e-3, eta_max=None, iagan="auto",
                  max_memory="auto")
 
 

@@ -29,7 +29,7 @@ from .curvature import measurement_hessian, perceptual_hessian
 from .eigen import EigenResult, top_eigenpairs
 from .generalized import top_generalized_eigenpairs
 from .inversion import InversionResult, invert
-from .memory import fit_block_size
+from .memory import cpu_batch_size, fit_block_size
 from .problems import DEFAULT_TAU, measurement_mse
 
 __all__ = [
@@ -41,14 +41,19 @@ __all__ = [
     "Direction",
     "Step",
     "feasible_steps",
+    "ellipsoid_steps",
+    "predicted_steps",
     "Solution",
     "ExplorationResult",
     "explore",
     "make_directions",
     "render_solutions",
+    "batch_limit",
     "pairwise_distances",
     "default_k_y",
-    "default_K",
+    "DEFAULT_K",
+    "DEFAULT_TOL",
+    "combine_directions",
     "default_eta_max",
     "num_directions",
 ]
@@ -134,8 +139,11 @@ class Direction:
         vector: (n,) unit vector, float64.
         mode: ``"eglass"``, ``"generalized"`` or ``"raw"``.
         label: Short name: ``"v10"`` (from the 10th H_X eigenvector), ``"g3"`` (3rd pencil eigenvector).
-        index: 1-based eigenvector index it started from.
+        index: 1-based eigenvector index it started from (0 for a combination).
         projection: The Algorithm 1 record (e-GLASS mode only).
+        combination: For a combination ``"c3"`` of the eigenvector directions (see
+            :func:`combine_directions`): its coefficients over them, scaled so that their weighted sum
+            has unit norm; ``None`` for an eigenvector direction.
     """
 
     vector: torch.Tensor
@@ -143,6 +151,7 @@ class Direction:
     label: str
     index: int
     projection: Projection | None = None
+    combination: tuple[float, ...] | None = None
 
 
 # --- the feasible step ---------------------------------------------------------------------------------
@@ -156,8 +165,10 @@ class Step:
         measurement_mse: MSE of the measurements of G(z0 + eta d) ([0, 1] scale).
         feasible: ``measurement_mse <= tau``.
         status: ``"ok"`` (bracketed to ``rel_tol``), ``"capped"`` (feasible up to ``eta_max``),
-            ``"no-step"`` (even the smallest tried step was infeasible), or ``"unrefined"``
-            (bracketed but the round budget ended first; still feasible).
+            ``"no-step"`` (even the smallest tried step was infeasible), ``"unrefined"``
+            (bracketed but the round budget ended first; still feasible), or, for a predicted step
+            (:func:`predicted_steps`), ``"predicted"`` (feasible at the predicted step) or
+            ``"backtracked"`` (feasible after shrinking it).
         evaluations: Forward passes spent on this signed direction.
         eta_infeasible: The smallest tried step beyond ``eta`` that broke feasibility (``inf`` if none).
     """
@@ -264,6 +275,105 @@ def feasible_steps(generator: Callable, forward: Callable, y: torch.Tensor, z0: 
     return steps, best
 
 
+def ellipsoid_steps(coefficients: torch.Tensor, eta_plus: torch.Tensor, eta_minus: torch.Tensor) -> torch.Tensor:
+    r"""Predicted boundary steps along combinations of directions whose own boundary steps are known.
+
+    Model: near :math:`z_0`, inside the span of the base directions :math:`d_1, \dots, d_b`, the point
+    :math:`z_0 + \sum_i a_i d_i` is feasible iff :math:`\sum_i (a_i / \eta_i^{\pm})^2 \le 1`, where
+    :math:`\eta_i^{+}` (:math:`\eta_i^{-}`) is the largest feasible step along :math:`+d_i`
+    (:math:`-d_i`) and the sign follows :math:`a_i`. This is exact whenever the measurement MSE is any
+    increasing function of a quadratic form that is diagonal in the :math:`d_i` (quadratic growth off
+    the null space, quartic growth inside it: the same boundary). Along :math:`d = \sum_i c_i d_i` the
+    step :math:`\eta` has :math:`a = \eta c`, so the predicted step is
+    :math:`\hat\eta = (\sum_i (c_i / \eta_i^{\operatorname{sign} c_i})^2)^{-1/2}`. Cross terms are
+    ignored; :func:`predicted_steps` checks every prediction and backtracks.
+
+    Args:
+        coefficients: (b, P) coefficients of P combinations (signed).
+        eta_plus, eta_minus: (b,) positive boundary steps along +d_i and -d_i.
+
+    Returns:
+        (P,) predicted steps (positive; ``inf`` for a zero combination).
+    """
+    c = coefficients.to(torch.float64)
+    if c.dim() != 2 or c.shape[0] != eta_plus.numel() or eta_plus.shape != eta_minus.shape:
+        raise ValueError(f"coefficients must be (b, P) for b = {eta_plus.numel()} base steps, got {tuple(c.shape)}")
+    if not (bool((eta_plus > 0).all()) and bool((eta_minus > 0).all())):
+        raise ValueError("base steps must be positive")
+    eta = torch.where(c >= 0, eta_plus.to(torch.float64)[:, None], eta_minus.to(torch.float64)[:, None])
+    return (c / eta).pow(2).sum(0).rsqrt()
+
+
+def predicted_steps(generator: Callable, forward: Callable, y: torch.Tensor, z0: torch.Tensor, directions: torch.Tensor,
+                    guesses: torch.Tensor, *, tau: float = DEFAULT_TAU, eta_max: float, shrink: tuple[float, float] = (0.2, 0.9),
+                    max_rounds: int = 6, chunk: int = 256) -> tuple[list[Step], torch.Tensor]:
+    r"""A feasible step along each column of ``directions``, starting from a predicted one and backtracking.
+
+    The image at the guess (capped at ``eta_max``) is evaluated in one batched forward pass; a feasible
+    one is kept as it is (its image is the solution, so an accepted prediction costs one forward pass).
+    An infeasible one is shrunk to where :math:`\sqrt{MSE}` would reach :math:`\sqrt\tau` on the line
+    through :math:`(0, \sqrt{MSE_0})` and the failed point, kept within ``shrink`` of the failed step,
+    and evaluated again, for at most ``max_rounds`` rounds. Unlike :func:`feasible_steps` the step is not
+    the largest feasible one, only a feasible one near the prediction; every returned solution still
+    satisfies MSE <= tau.
+
+    Args:
+        generator, forward, y, z0: As in :func:`feasible_steps`.
+        directions: (n, P) directions (signed).
+        guesses: (P,) predicted steps (positive), e.g. from :func:`ellipsoid_steps`.
+        tau: Feasibility threshold on the measurement MSE.
+        eta_max: The largest step considered.
+        shrink: Bounds of the backtracking factor.
+        max_rounds: Backtracking rounds (each one batched forward pass over the failed directions).
+        chunk: Largest batch per forward pass.
+
+    Returns:
+        ``(steps, images)`` as in :func:`feasible_steps`.
+    """
+    if not tau > 0:
+        raise ValueError(f"tau must be positive, got {tau}")
+    if not eta_max > 0:
+        raise ValueError(f"eta_max must be positive, got {eta_max}")
+    n, P = directions.shape
+    if guesses.shape != (P,) or not bool((guesses > 0).all()):
+        raise ValueError(f"guesses must be {P} positive steps, one per direction")
+    z0 = as_latent(z0)
+    D = directions.to(z0.dtype).T  # (P, n)
+    eta = guesses.to(torch.float64).clamp(max=eta_max)
+    with frozen_modules(generator, forward):
+        x0, mse0 = _mse_of(generator, forward, y, z0[None], chunk=chunk)
+        s0, s_tau = float(mse0[0].sqrt()), math.sqrt(tau)
+        best = x0.expand(P, *x0.shape[1:]).clone()
+        accepted = torch.zeros(P, dtype=torch.bool)
+        mse = torch.full((P,), float(mse0[0]), dtype=torch.float64)
+        failed = torch.full((P,), math.inf, dtype=torch.float64)
+        evaluations = torch.zeros(P, dtype=torch.long)
+        rounds = torch.zeros(P, dtype=torch.long)
+        for r in range(max_rounds + 1):
+            idx = (~accepted).nonzero().flatten()
+            if idx.numel() == 0:
+                break
+            imgs, m = _mse_of(generator, forward, y, z0 + eta[idx].to(z0.dtype)[:, None] * D[idx], chunk=chunk)
+            evaluations[idx] += 1
+            ok = m <= tau
+            good, bad = idx[ok], idx[~ok]
+            accepted[good], mse[good], best[good], rounds[good] = True, m[ok], imgs[ok], r
+            failed[bad] = eta[bad]
+            # sqrt(MSE) is nearly linear in eta near a solution: aim where the chord meets sqrt(tau)
+            frac = ((s_tau - s0) / (m[~ok].sqrt() - s0).clamp_min(1e-300)).clamp(*shrink)
+            eta[bad] = eta[bad] * frac
+    steps = []
+    for p in range(P):
+        if not accepted[p]:
+            steps.append(Step(eta=0.0, measurement_mse=float(mse0[0]), feasible=bool(mse0[0] <= tau), status="no-step",
+                              evaluations=int(evaluations[p]), eta_infeasible=float(failed[p])))
+        else:
+            steps.append(Step(eta=float(eta[p]), measurement_mse=float(mse[p]), feasible=True,
+                              status="predicted" if rounds[p] == 0 else "backtracked", evaluations=int(evaluations[p]),
+                              eta_infeasible=float(failed[p])))
+    return steps, best
+
+
 # --- distances -------------------------------------------------------------------------------------
 
 def pairwise_distances(metric: Callable, images: torch.Tensor, *, chunk: int = 256) -> torch.Tensor:
@@ -277,9 +387,11 @@ def pairwise_distances(metric: Callable, images: torch.Tensor, *, chunk: int = 2
     with frozen_modules(metric), torch.no_grad():
         if callable(getattr(metric, "residual", None)):
             ref = images[:1]
-            R = torch.cat([metric.residual(images[i : i + chunk], ref) for i in range(0, N, chunk)]).to(torch.float64)
+            R = torch.cat([metric.residual(images[i : i + chunk], ref) for i in range(0, N, chunk)])
+            # Centred, the Gram matrix keeps the precision of the residual itself without a float64 copy of R.
+            R = R - R.mean(0, keepdim=True)
             sq = R.pow(2).sum(1)
-            D = (sq[:, None] + sq[None, :] - 2 * R @ R.T).clamp_min(0)
+            D = (sq[:, None] + sq[None, :] - 2 * R @ R.T).to(torch.float64).clamp_min(0)
             D.fill_diagonal_(0)
             return 0.5 * (D + D.T)
         D = torch.zeros(N, N, dtype=torch.float64)
@@ -366,59 +478,116 @@ def num_directions(num_solutions: int) -> int:
     return math.ceil(num_solutions / 2)
 
 
-def default_K(num_solutions: int) -> int:
-    """Default 1-based index of the first H_X eigenvector: 10, or more when N needs more directions."""
-    return max(10, num_directions(num_solutions))
+#: Default 1-based index of the first H_X eigenvector, for every N (see :func:`make_directions`).
+DEFAULT_K = 10
+#: Default relative eigensolver tolerance of an exploration: a direction needs its eigenvector to about three
+#: digits, and 1e-3 saves a fifth of the H_X eigensolve against 1e-4 with the same solutions (docs/exploration.md).
+DEFAULT_TOL = 1e-3
+
+
+def combine_directions(base: list[Direction], count: int, *, U: torch.Tensor | None = None, threshold: float = 0.05,
+                       seed: int = 0) -> list[Direction]:
+    r"""``count`` random unit combinations of the directions ``base``: more directions at no eigensolver cost.
+
+    :math:`c \sim \mathcal N(0, I_b)` from a generator seeded with ``seed``; the direction is
+    :math:`\sum_i c_i d_i` normalised and, when ``U`` (the top :math:`H_Y` eigenvectors) is given,
+    passed through Algorithm 1 again, since a combination of directions that each have cosines under
+    the threshold can add up to one above it. The combinations span the same perceptual subspace as
+    ``base``, so their feasible steps can be predicted from those of ``base`` (:func:`ellipsoid_steps`).
+
+    Returns:
+        Directions labelled ``c1, c2, ...`` in the mode of ``base[0]``, with index 0 and their
+        ``combination`` coefficients (scaled so that :math:`\|\sum_i c_i d_i\| = 1`).
+    """
+    if count < 0 or not base:
+        raise ValueError(f"combinations need at least one base direction and a count >= 0, got {len(base)} and {count}")
+    B = torch.stack([d.vector.to(torch.float64) for d in base], dim=1)
+    C = torch.randn(len(base), count, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    out = []
+    for j in range(count):
+        v = B @ C[:, j]
+        c = C[:, j] / v.norm()
+        proj = eglass_projection(v, U, threshold=threshold) if U is not None else None
+        vector = proj.direction if proj is not None else v / v.norm()
+        out.append(Direction(vector, base[0].mode, f"c{j + 1}", 0, proj, combination=tuple(float(x) for x in c)))
+    return out
 
 
 def make_directions(mode: str, eig_y: EigenResult, eig_x: EigenResult | None, *, count: int, K: int | None = None,
-                    threshold: float = 0.05, H_X=None, H_Y=None, eps: float = 1e-3, tol: float = 1e-4,
+                    threshold: float = 0.05, H_X=None, H_Y=None, eps: float = 1e-3, tol: float = DEFAULT_TOL,
                     seed: int = 0) -> tuple[list[Direction], EigenResult | None]:
-    r"""The exploration directions of one mode.
+    r"""The exploration directions of one mode: up to K from eigenvectors, the rest combinations of them.
+
+    The first ``min(count, K)`` directions come from eigenvectors; when ``count > K`` the others are
+    random combinations of those (:func:`combine_directions`), so that N solutions cost K eigenpairs,
+    not N / 2 (the eigensolve would otherwise grow with N; see docs/exploration.md).
 
     Args:
-        mode: ``"eglass"``: Algorithm 1 on :math:`v^K, v^{K-1}, \dots, v^{K-count+1}`;
-            ``"raw"``: those :math:`v^i` unprojected; ``"generalized"``: the top ``count`` eigenvectors
-            of :math:`H_X d = \mu (H_Y + \epsilon \lambda_1(H_Y) I) d` (needs the operators).
+        mode: ``"eglass"``: Algorithm 1 on :math:`v^K, v^{K-1}, \dots`; ``"raw"``: those :math:`v^i`
+            unprojected; ``"generalized"``: the top eigenvectors of
+            :math:`H_X d = \mu (H_Y + \epsilon \lambda_1(H_Y) I) d` (needs the operators).
         eig_y, eig_x: Top eigenpairs of H_Y and H_X (``eig_x`` needs at least K pairs).
         count: Number of directions.
-        K: 1-based index of the first H_X eigenvector (default ``eig_x.k``).
+        K: 1-based index of the first H_X eigenvector (default ``eig_x.k``); in generalized mode, the
+            number of pencil eigenvectors (default :data:`DEFAULT_K`).
         threshold: Cosine threshold of Algorithm 1.
         H_X, H_Y: The operators (generalized mode).
         eps: Pencil regularisation relative to the top eigenvalue of H_Y.
+        tol: Pencil eigensolver tolerance.
+        seed: Seeds the pencil solver and the combinations.
 
     Returns:
         ``(directions, pencil)``; ``pencil`` is the pencil's :class:`EigenResult` in generalized mode.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if not isinstance(count, int) or count < 1:
+        raise ValueError(f"the number of directions must be a positive integer, got {count!r}")
+    pencil = None
     if mode == "generalized":
         if H_X is None or H_Y is None:
             raise ValueError("generalized directions need the operators H_X and H_Y")
-        pencil = top_generalized_eigenpairs(H_X, H_Y, count, eps=eps * max(float(eig_y.values[0]), 1e-30), tol=tol, seed=seed)
-        return [Direction(pencil.vectors[:, i], mode, f"g{i + 1}", i + 1) for i in range(pencil.k)], pencil
-    K = K if K is not None else eig_x.k
-    if not count <= K <= eig_x.k:
-        raise ValueError(f"K must be between {count} (one H_X eigenvector per direction) and the {eig_x.k} computed "
-                         f"H_X eigenpairs, got {K}")
-    directions = []
-    for index in range(K, K - count, -1):
-        v = eig_x.vectors[:, index - 1]
-        if mode == "raw":
-            directions.append(Direction(v / v.norm(), mode, f"v{index}", index))
-        else:
-            proj = eglass_projection(v, eig_y.vectors, threshold=threshold)
-            directions.append(Direction(proj.direction, mode, f"v{index}", index, proj))
-    return directions, None
+        K = K if K is not None else DEFAULT_K
+        pencil = top_generalized_eigenpairs(H_X, H_Y, min(count, K), eps=eps * max(float(eig_y.values[0]), 1e-30), tol=tol,
+                                            seed=seed)
+        directions = [Direction(pencil.vectors[:, i], mode, f"g{i + 1}", i + 1) for i in range(pencil.k)]
+    else:
+        K = K if K is not None else eig_x.k
+        if not 1 <= K <= eig_x.k:
+            raise ValueError(f"K must be between 1 and the {eig_x.k} computed H_X eigenpairs, got {K}")
+        directions = []
+        for index in range(K, max(K - count, 0), -1):
+            v = eig_x.vectors[:, index - 1]
+            if mode == "raw":
+                directions.append(Direction(v / v.norm(), mode, f"v{index}", index))
+            else:
+                proj = eglass_projection(v, eig_y.vectors, threshold=threshold)
+                directions.append(Direction(proj.direction, mode, f"v{index}", index, proj))
+    if count > len(directions):
+        directions += combine_directions(directions, count - len(directions), U=eig_y.vectors if mode == "eglass" else None,
+                                         threshold=threshold, seed=seed)
+    return directions, pencil
+
+
+def batch_limit(image: torch.Tensor) -> int | None:
+    """Largest useful batch of images like ``image`` (C, H, W) or (1, C, H, W): :func:`~hvp_explore.memory.cpu_batch_size`
+    on a CPU, ``None`` (no limit but memory) elsewhere."""
+    return cpu_batch_size(image.shape[-3:].numel()) if image.device.type == "cpu" else None
 
 
 def render_solutions(generator: Callable, forward: Callable, y: torch.Tensor, z0: torch.Tensor, first_image: torch.Tensor,
                      directions: list[Direction], *, metric: Callable, num_solutions: int, tau: float = DEFAULT_TAU,
-                     eta_max: float) -> tuple[list[Solution], list[dict], torch.Tensor, dict]:
+                     eta_max: float, chunk: int | None = None) -> tuple[list[Solution], list[dict], torch.Tensor, dict]:
     """Feasible steps along both signs of every direction, then perceptual distances.
 
+    Eigenvector directions get the largest feasible step (:func:`feasible_steps`). Combinations of
+    them (:func:`combine_directions`) start from the step the eigenvector directions' steps predict
+    (:func:`ellipsoid_steps`) and backtrack only when it is infeasible (:func:`predicted_steps`), so one
+    more solution usually costs one forward pass.
+
     Solutions alternate signs direction by direction (``+v10, -v10, +v9, ...``) up to
-    ``num_solutions``; signed directions with no feasible step are reported in ``rejected``.
+    ``num_solutions``; signed directions with no feasible step are reported in ``rejected``. ``chunk``
+    is the largest batch of one forward pass (default: :func:`batch_limit` of the images, else 256).
 
     Returns:
         ``(solutions, rejected, pairwise, timings)`` with ``pairwise`` (N, N) distances between solutions
@@ -426,10 +595,36 @@ def render_solutions(generator: Callable, forward: Callable, y: torch.Tensor, z0
     """
     timings = {}
     z0 = as_latent(z0)
+    chunk = chunk or batch_limit(first_image) or 256
     count = len(directions)
     t0 = time.perf_counter()
+    base = [i for i, d in enumerate(directions) if d.combination is None]
+    combos = [i for i, d in enumerate(directions) if d.combination is not None]
+    if combos and base != list(range(len(base))):
+        raise ValueError("combinations must follow the eigenvector directions they combine")
     D = torch.stack([d.vector for d in directions], dim=1)
-    steps, images = feasible_steps(generator, forward, y, z0, torch.cat([D, -D], dim=1), tau=tau, eta_max=eta_max)
+    steps: list[Step] = [None] * (2 * count)  # type: ignore[list-item]
+    nb = len(base)
+    base_steps, base_images = feasible_steps(generator, forward, y, z0, torch.cat([D[:, :nb], -D[:, :nb]], dim=1), tau=tau,
+                                             eta_max=eta_max, chunk=chunk)
+    images = base_images.new_empty(2 * count, *base_images.shape[1:])
+    for j, i in enumerate(base):
+        steps[i], steps[count + i] = base_steps[j], base_steps[nb + j]
+        images[i], images[count + i] = base_images[j], base_images[nb + j]
+    if combos:
+        # A base direction without a step would predict 0: floor its steps at the smallest grid step.
+        floor = eta_max / 16
+        eta_plus = torch.tensor([max(base_steps[j].eta, floor) for j in range(nb)], dtype=torch.float64)
+        eta_minus = torch.tensor([max(base_steps[nb + j].eta, floor) for j in range(nb)], dtype=torch.float64)
+        C = torch.tensor([directions[i].combination for i in combos], dtype=torch.float64).T  # (nb, c)
+        guesses = torch.cat([ellipsoid_steps(C, eta_plus, eta_minus), ellipsoid_steps(-C, eta_plus, eta_minus)])
+        Dc = D[:, combos]
+        combo_steps, combo_images = predicted_steps(generator, forward, y, z0, torch.cat([Dc, -Dc], dim=1),
+                                                    guesses.clamp(max=eta_max), tau=tau, eta_max=eta_max, chunk=chunk)
+        nc = len(combos)
+        for j, i in enumerate(combos):
+            steps[i], steps[count + i] = combo_steps[j], combo_steps[nc + j]
+            images[i], images[count + i] = combo_images[j], combo_images[nc + j]
     timings["steps"] = time.perf_counter() - t0
     chosen, rejected = [], []
     for i in (i for pair in zip(range(count), range(count, 2 * count)) for i in pair):
@@ -440,7 +635,8 @@ def render_solutions(generator: Callable, forward: Callable, y: torch.Tensor, z0
             chosen.append((i, label))
     t0 = time.perf_counter()
     sol_images = images[[i for i, _ in chosen]]
-    dist = pairwise_distances(metric, torch.cat([first_image.reshape(1, *sol_images.shape[1:]).to(sol_images.dtype), sol_images]))
+    dist = pairwise_distances(metric, torch.cat([first_image.reshape(1, *sol_images.shape[1:]).to(sol_images.dtype), sol_images]),
+                              chunk=chunk)
     timings["distances"] = time.perf_counter() - t0
     solutions = []
     for row, (i, label) in enumerate(chosen):
@@ -454,7 +650,7 @@ def render_solutions(generator: Callable, forward: Callable, y: torch.Tensor, z0
 
 def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: Callable, num_solutions: int = 10,
             mode: str = "eglass", k_y: int | None = None, K: int | None = None, threshold: float = 0.05, eps: float = 1e-3,
-            tau: float = DEFAULT_TAU, eta_max: float | None = None, solver: str = "auto", tol: float = 1e-4,
+            tau: float = DEFAULT_TAU, eta_max: float | None = None, solver: str = "auto", tol: float = DEFAULT_TOL,
             inversion: InversionResult | None = None, invert_options: dict | None = None, max_memory: int | None = None,
             seed: int = 0, quiet: bool | None = None) -> ExplorationResult:
     r"""Find a first solution, then explore ``num_solutions`` more along low-measurement, high-perceptual directions.
@@ -464,12 +660,14 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
         forward: Linear forward operator (images -> measurements).
         y: The observation, measurements of shape (1, ...) or (...).
         metric: Perceptual metric (a :class:`~hvp_explore.metrics.PerceptualMetric` or a callable).
-        num_solutions: N, the number of explored solutions (two per direction: both signs).
+        num_solutions: N, the number of explored solutions (two per direction: both signs; beyond 2K
+            solutions the directions are combinations of the K eigenvector directions, see
+            :func:`make_directions`).
         mode: ``"eglass"`` (Algorithm 1 on v^K, v^{K-1}, ...), ``"generalized"`` (top pencil
             eigenvectors), or ``"raw"`` (unprojected v^K, for comparison).
         k_y: Eigenpairs of H_Y (default: :func:`default_k_y`).
-        K: 1-based index of the first H_X eigenvector of e-GLASS/raw (default :func:`default_K`); H_X is
-            solved for its top K pairs.
+        K: 1-based index of the first H_X eigenvector of e-GLASS/raw, H_X is solved for its top K
+            pairs; in generalized mode the number of pencil eigenvectors (default :data:`DEFAULT_K`).
         threshold: Cosine above which a coupling with a top H_Y eigenvector is removed.
         eps: Regularisation of the pencil, relative to the top eigenvalue of H_Y.
         tau: Feasibility threshold on the measurement MSE ([0, 1] scale).
@@ -479,7 +677,9 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
         inversion: A first solution to start from (skips the inversion).
         invert_options: Keyword options for :func:`~hvp_explore.inversion.invert`.
         max_memory: Memory budget in bytes of one batched product (blocks are split to fit; see
-            :mod:`hvp_explore.memory`); ``None`` = no limit.
+            :mod:`hvp_explore.memory`); ``None`` = no limit. On a CPU, blocks of products and batches of
+            forward passes are also capped at :func:`~hvp_explore.memory.cpu_batch_size` of the image
+            size, where batching stops paying.
         seed: Seeds the inversion and the eigensolvers.
         quiet: Hide progress bars.
     """
@@ -500,17 +700,24 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
     G, z0 = inversion.generator, as_latent(inversion.latent)
     n = z0.numel()
     count = num_directions(num_solutions)
-    K = K if K is not None else default_K(num_solutions)
-    if mode != "generalized" and not count <= K < n:
-        raise ValueError(f"K must be between {count} (one H_X eigenvector per direction) and n - 1 = {n - 1}, got {K}")
+    K = K if K is not None else DEFAULT_K
+    if not isinstance(K, int) or not 1 <= K < n:
+        raise ValueError(f"K must be an integer between 1 and n - 1 = {n - 1}, got {K!r}")
     eta_max = eta_max if eta_max is not None else default_eta_max(n)
+    batch = batch_limit(inversion.image)
+
+    def block_size(op) -> int | None:
+        if max_memory is not None:
+            return fit_block_size(op, max_memory, largest=batch or 1024)
+        op.block_size = batch
+        return batch
 
     # 2-5. the metrics, directions, steps and distances, one progress step each
     with progress_bar("exploring", 4, quiet=quiet) as bar:
         bar.advance(0, status="H_Y eigenpairs")
         t0 = time.perf_counter()
         H_Y = measurement_hessian(G, forward, z0)
-        block_sizes = {"H_Y": fit_block_size(H_Y, max_memory) if max_memory is not None else None}
+        block_sizes = {"H_Y": block_size(H_Y)}
         m = H_Y.residual_dim
         k_y = k_y if k_y is not None else default_k_y(m, n)
         if not 1 <= k_y < n:
@@ -520,8 +727,8 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
         bar.advance(status="H_X eigenpairs")
         t0 = time.perf_counter()
         H_X = perceptual_hessian(G, metric, z0)
-        block_sizes["H_X"] = fit_block_size(H_X, max_memory) if max_memory is not None else None
-        eig_x = top_eigenpairs(H_X, count if mode == "generalized" else K, solver=solver, tol=tol, seed=seed)
+        block_sizes["H_X"] = block_size(H_X)
+        eig_x = top_eigenpairs(H_X, min(count, K) if mode == "generalized" else K, solver=solver, tol=tol, seed=seed)
         timings["eigen_x"] = time.perf_counter() - t0
         bar.advance(status="directions")
         t0 = time.perf_counter()
@@ -531,12 +738,12 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
         bar.advance(status="feasible steps")
         solutions, rejected, pairwise, stage_times = render_solutions(G, forward, y, z0, inversion.image, directions,
                                                                       metric=metric, num_solutions=num_solutions, tau=tau,
-                                                                      eta_max=eta_max)
+                                                                      eta_max=eta_max, chunk=batch)
         timings.update(stage_times)
         bar.advance(status="done")
     # an inversion passed in was paid for outside this call
     timings["total"] = time.perf_counter() - t_total + (inversion.seconds if provided else 0.0)
-    settings = {"mode": mode, "num_solutions": num_solutions, "k_y": k_y, "k_x": eig_x.k, "K": K if mode != "generalized" else None,
+    settings = {"mode": mode, "num_solutions": num_solutions, "k_y": k_y, "k_x": eig_x.k, "K": K,
                 "threshold": threshold, "eps": eps, "tau": tau, "eta_max": eta_max, "solver": solver, "tol": tol, "seed": seed,
                 "m": m, "n": n, "max_memory": max_memory, "block_sizes": block_sizes}
     return ExplorationResult(inversion=inversion, eig_y=eig_y, eig_x=eig_x, pencil=pencil, directions=tuple(directions),

@@ -25,7 +25,8 @@ import torch
 
 from ._base import CurvatureOperator
 
-__all__ = ["parse_size", "default_budget", "measure_peak_bytes", "ProductMemory", "product_memory", "fit_block_size"]
+__all__ = ["parse_size", "default_budget", "measure_peak_bytes", "ProductMemory", "product_memory", "fit_block_size",
+           "CPU_BATCH_ELEMENTS", "cpu_batch_size"]
 
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MB": 1 << 20, "MIB": 1 << 20,
           "G": 1 << 30, "GB": 1 << 30, "GIB": 1 << 30, "T": 1 << 40, "TB": 1 << 40, "TIB": 1 << 40}
@@ -140,3 +141,22 @@ def fit_block_size(op: CurvatureOperator, budget: int, *, largest: int = 1024) -
                           f"--max-memory budget of {budget / 2**20:.0f} MiB")
     op.block_size = int(min(largest, math.floor((budget - mem.intercept) / mem.per_vector)))
     return op.block_size
+
+
+#: Image elements per batch beyond which batching stops paying on a CPU (see :func:`cpu_batch_size`).
+CPU_BATCH_ELEMENTS = 1 << 18
+
+
+def cpu_batch_size(image_numel: int, *, largest: int = 256) -> int:
+    r"""Images (or product vectors) per batch on a CPU: :math:`2^{18} / (C H W)`, within ``[1, largest]``.
+
+    On a CPU a batch pays only while its activations stay small: measured on 2 cores, the 32 x 32
+    default generator costs 0.15 ms per image in a batch of 101 against 0.45 ms alone, while
+    BigGAN-deep-128 (3 x 128 x 128) costs 0.108 s per image in a batch of 4, 0.129 s alone and 0.19 s
+    in a batch of 32, and its H_Y products 0.33 s per vector in blocks of 5 against 0.48 s in one block
+    of 20. The bound gives the default 256 and BigGAN-deep-128 5. (On a GPU larger batches keep
+    paying; callers cap batches there only by memory.)
+    """
+    if not (isinstance(image_numel, int) and image_numel >= 1):
+        raise ValueError(f"image_numel must be a positive integer, got {image_numel!r}")
+    return max(1, min(largest, CPU_BATCH_ELEMENTS // image_numel))

@@ -281,6 +281,8 @@ def _warnings(result: ExplorationResult) -> list[str]:
 
 def _direction_entry(d: Direction) -> dict:
     entry: dict[str, Any] = {"label": d.label, "mode": d.mode, "index": d.index}
+    if d.combination is not None:
+        entry["combination"] = list(d.combination)
     if d.projection is not None:
         entry.update(removed=list(d.projection.removed), max_cosine_before=float(d.projection.cosines_before.abs().max()),
                      max_cosine_after=float(d.projection.cosines_after.abs().max()), passes=d.projection.passes)
@@ -339,7 +341,7 @@ def write_coupling(folder: Path, eig_y: EigenResult, eig_x: EigenResult, *, thre
 def with_directions(state: RunState, directions: list[Direction]) -> RunState:
     return replace(state, directions={"vectors": torch.stack([d.vector for d in directions], 1).cpu(),
                                       "labels": [d.label for d in directions], "indices": [d.index for d in directions],
-                                      "mode": directions[0].mode})
+                                      "combinations": [d.combination for d in directions], "mode": directions[0].mode})
 
 
 def directions_of(state: RunState) -> list[Direction]:
@@ -347,7 +349,9 @@ def directions_of(state: RunState) -> list[Direction]:
     if not state.directions:
         raise ValueError("this run has no directions yet: run 'hvp-explore project' on it first")
     d = state.directions
-    return [Direction(d["vectors"][:, i], d["mode"], label, index) for i, (label, index) in enumerate(zip(d["labels"], d["indices"]))]
+    combinations = d.get("combinations") or [None] * len(d["labels"])
+    return [Direction(d["vectors"][:, i], d["mode"], label, index, combination=c)
+            for i, (label, index, c) in enumerate(zip(d["labels"], d["indices"], combinations))]
 
 
 def write_directions(folder: Path, state: RunState, directions: list[Direction], eig_y: EigenResult, eig_x: EigenResult, *,
