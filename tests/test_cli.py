@@ -83,9 +83,13 @@ def test_stage_commands_compose(inverted, tmp_path):
     entries = report(prj2)["directions"]
     assert [d["label"] for d in entries] == [f"v{i}" for i in range(8, 0, -1)] + ["c1", "c2"]
     dirs = np.load(prj2 / "directions.npz")
+    from hvp_explore.explore import eglass_projection
+
     for d, v in zip(entries[8:], dirs["vectors"].T[8:]):
-        combined = dirs["vectors"][:, :8] @ np.array(d["combination"])
-        assert np.dot(combined, v) / np.linalg.norm(combined) > 0.99  # the stored vector is the (projected) combination
+        combined = torch.from_numpy(dirs["vectors"][:, :8] @ np.array(d["combination"]))
+        assert float(combined.norm()) == pytest.approx(1.0, abs=1e-6)
+        expected = eglass_projection(combined, torch.from_numpy(npz["vectors_y"]), threshold=0.05).direction
+        np.testing.assert_allclose(v, expected.numpy(), atol=1e-6)  # the stored vector: Algorithm 1 on the combination
     assert run("render", prj2, "--out", rnd2, "--quiet").exit_code == 0
     rep = report(rnd2)
     assert len(rep["solutions"]) == 20 and all(s["feasible"] and s["measurement_mse"] <= 2e-3 for s in rep["solutions"])

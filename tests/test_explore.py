@@ -17,7 +17,6 @@ from hvp_explore.explore import (
     ellipsoid_steps,
     explore,
     feasible_steps,
-    make_directions,
     pairwise_distances,
     predicted_steps,
     significant_couplings,

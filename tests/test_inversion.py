@@ -95,8 +95,8 @@ def test_priors_are_deterministic_and_reject_unknown_names():
 
 def test_csgm_reaches_tau_deterministically(mlp_generator):
     forward, y = _problem(mlp_generator)
-    a = invert(mlp_generator, forward, y, seed=3, quiet=True)
-    b = invert(mlp_generator, forward, y, seed=3, quiet=True)
+    a = invert(mlp_generator, forward, y, seed=3, quiet=True, gauss_newton=False)
+    b = invert(mlp_generator, forward, y, seed=3, quiet=True, gauss_newton=False)
     assert isinstance(a, InversionResult)
     assert a.measurement_mse < TAU
     assert torch.equal(a.latent, b.latent) and a.loss_history == b.loss_history
@@ -114,14 +114,16 @@ def test_csgm_reaches_tau_deterministically(mlp_generator):
 def test_batched_restarts_equal_restarts_run_one_by_one(mlp_generator):
     forward, y = _problem(mlp_generator)
     n, seed, restarts = mlp_generator.latent_dim, 11, 3
-    batched = invert(mlp_generator, forward, y, restarts=restarts, steps=60, lr=0.05, stop_factor=0.0, seed=seed, quiet=True)
+    batched = invert(mlp_generator, forward, y, restarts=restarts, steps=60, lr=0.05, stop_factor=0.0, seed=seed, quiet=True,
+                     gauss_newton=False)
     # The documented starts: the seeded prior draws, one row per restart.
     starts = sample_latents("normal", restarts, n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     with torch.no_grad():
         first = measurement_mse(forward, mlp_generator(starts), y)
     assert batched.loss_history[0] == pytest.approx(float(first.min()), rel=1e-12)
     alone = [
-        invert(mlp_generator, forward, y, init=starts[i], steps=60, lr=0.05, stop_factor=0.0, quiet=True) for i in range(restarts)
+        invert(mlp_generator, forward, y, init=starts[i], steps=60, lr=0.05, stop_factor=0.0, quiet=True, gauss_newton=False)
+        for i in range(restarts)
     ]
     # Rows interact only through floating-point summation order (batched vs single matmuls, float64),
     # so the per-restart results agree far below any optimisation-relevant scale.
@@ -136,14 +138,59 @@ def test_batched_restarts_equal_restarts_run_one_by_one(mlp_generator):
 
 def test_early_stop_stops_at_the_first_iterate_under_tau_times_stop_factor(mlp_generator):
     forward, y = _problem(mlp_generator)
-    full = invert(mlp_generator, forward, y, steps=400, lr=0.05, stop_factor=0.0, quiet=True)
+    full = invert(mlp_generator, forward, y, steps=400, lr=0.05, stop_factor=0.0, quiet=True, gauss_newton=False)
     assert full.steps_run == 400 and not full.stopped_early and len(full.loss_history) == 401
-    stop = invert(mlp_generator, forward, y, steps=400, lr=0.05, stop_factor=0.05, quiet=True)
+    stop = invert(mlp_generator, forward, y, steps=400, lr=0.05, stop_factor=0.05, quiet=True, gauss_newton=False)
     threshold = TAU * 0.05
     assert stop.stopped_early and stop.steps_run < 400 and len(stop.loss_history) == stop.steps_run + 1
     assert stop.measurement_mse < threshold <= min(stop.loss_history[:-1])
     # Up to the stop both runs are the same optimisation.
     assert stop.loss_history == full.loss_history[: stop.steps_run + 1]
+
+
+def test_gauss_newton_step_is_the_minimum_norm_correction_of_an_affine_generator():
+    # G(z) = W z + b: the measurements are affine in z, so Levenberg-Marquardt converges to the point
+    # closest to the start with A G(z) = y (every step lies in the row space of J = A W).
+    from hvp_explore.inversion import _gauss_newton
+
+    g = torch.Generator().manual_seed(2)
+    n = 12
+    W, b = torch.randn(16, n, generator=g, dtype=torch.float64), torch.randn(16, generator=g, dtype=torch.float64)
+
+    def G(z):
+        return (z @ W.T + b).reshape(-1, 1, 4, 4)
+
+    forward = AreaDown2()  # m = 4 <= n = 12
+    y = forward(G(torch.randn(1, n, generator=g, dtype=torch.float64)))
+    start = torch.randn(n, generator=g, dtype=torch.float64)
+    z, mse, history, accepted = _gauss_newton(G, forward, y, start, target=1e-28, trials=10, prior="normal", truncation=1.0)
+    A = forward(torch.eye(16, dtype=torch.float64).view(16, 1, 4, 4)).reshape(16, 4).T  # dense A (4, 16)
+    J = A @ W
+    r = (forward(G(start[None])) - y).reshape(-1)
+    expected = start - J.T @ torch.linalg.solve(J @ J.T, r)
+    torch.testing.assert_close(z, expected, rtol=1e-9, atol=1e-9)
+    assert mse < 1e-20 and accepted == len(history) >= 1 and history == sorted(history, reverse=True)
+
+
+def test_gauss_newton_refinement_takes_over_once_csgm_is_feasible(mlp_generator):
+    forward, y = _problem(mlp_generator)  # m = 4 measurements <= n = 8: on by default
+    ref = invert(mlp_generator, forward, y, seed=3, quiet=True, gauss_newton=False)
+    gn = invert(mlp_generator, forward, y, seed=3, quiet=True)
+    again = invert(mlp_generator, forward, y, seed=3, quiet=True)
+    assert torch.equal(gn.latent, again.latent) and gn.loss_history == again.loss_history
+    assert set(gn.timings) == {"csgm", "gauss_newton"} and gn.gauss_newton_steps >= 1 and ref.gauss_newton_steps == 0
+    assert gn.measurement_mse < TAU * 0.25 and gn.stopped_early
+    # CSGM handed over at its first feasible iterate: the same optimisation as without, cut short
+    assert gn.steps_run < ref.steps_run and gn.loss_history[: gn.steps_run + 1] == ref.loss_history[: gn.steps_run + 1]
+    assert min(gn.loss_history[: gn.steps_run]) >= TAU > gn.loss_history[gn.steps_run]
+    with torch.no_grad():
+        assert gn.measurement_mse == pytest.approx(float(measurement_mse(forward, mlp_generator(gn.latent[None]), y)[0]), rel=1e-10)
+    # more measurements than latent dimensions (the identity on 4 x 4 images: m = 16 > n = 8): not used
+    denoise = invert(mlp_generator, lambda x: x, mlp_generator(torch.zeros(1, 8, dtype=torch.float64)).detach(), steps=5,
+                     quiet=True)
+    assert "gauss_newton" not in denoise.timings and denoise.gauss_newton_steps == 0
+    with pytest.raises(ValueError, match="gauss_newton must be"):
+        invert(mlp_generator, forward, y, gauss_newton="yes", quiet=True)
 
 
 def test_projected_csgm_keeps_latents_in_the_priors_support(mlp_generator):
@@ -180,8 +227,8 @@ def test_iagan_lowers_the_loss_and_leaves_the_generator_untouched(conv_generator
     conv_generator.net[2].weight.requires_grad_(False)  # a frozen layer must stay frozen in the original
     flags = [p.requires_grad for p in conv_generator.parameters()]
     state = copy.deepcopy(conv_generator.state_dict())
-    csgm = invert(conv_generator, forward, y, restarts=2, steps=15, stop_factor=0.0, quiet=True)
-    tuned = invert(conv_generator, forward, y, restarts=2, steps=15, stop_factor=0.0, iagan=True, quiet=True)
+    csgm = invert(conv_generator, forward, y, restarts=2, steps=15, stop_factor=0.0, quiet=True, gauss_newton=False)
+    tuned = invert(conv_generator, forward, y, restarts=2, steps=15, stop_factor=0.0, iagan=True, quiet=True, gauss_newton=False)
     assert tuned.fine_tuned and set(tuned.timings) == {"csgm", "iagan"}
     assert tuned.measurement_mse < 0.5 * csgm.measurement_mse
     # History: CSGM's iterates, then 300 IAGAN steps and the final point.

@@ -53,7 +53,7 @@ class GaussNewtonOperator(CurvatureOperator):
         if not torch.isfinite(r0).all():
             raise NonFiniteError(f"{self.name}: the residual at z0 contains NaN or inf")
         self.residual_dim = r0.numel()
-        self.residual_norm = float(r0.norm())
+        self.residual_norm = float(r0.detach().norm())
         self._batched_jvp = vmap(self._jvp)
         self._batched_vjp = vmap(self._vjp)
 
