@@ -209,3 +209,12 @@ def test_cli_defaults_are_the_library_defaults():
         assert params["tol"] == DEFAULT_TOL
         if "tau" in params:
             assert params["tau"] == DEFAULT_TAU
+
+
+def test_invert_gauss_newton_switch(inverted, tmp_path):
+    on = report(inverted)  # SR x4: m = 64 <= n = 512, so 'auto' refines
+    assert on["gauss_newton_steps"] >= 1 and "gauss_newton" in on["timings"] and on["measurement_mse"] < 2e-3 / 4
+    off = tmp_path / "off"
+    assert run("invert", SAMPLE, "--from-clean", "--out", off, "--quiet", "--gauss-newton", "off", *FAST).exit_code == 0
+    rep = report(off)
+    assert rep["gauss_newton_steps"] == 0 and "gauss_newton" not in rep["timings"] and rep["steps_run"] > on["steps_run"]

@@ -287,3 +287,32 @@ def test_explore_is_deterministic_and_validates():
     with pytest.raises(ValueError, match="positive integer"):
         explore(G, forward, y, metric=PixelMetric(), num_solutions=0)
     assert math.isfinite(runs[0].timings["total"])
+
+
+@torch.no_grad()
+def test_combination_guesses_come_from_the_base_steps_even_when_they_are_short(monkeypatch):
+    # Steps far below eta_max (as on BigGAN, where every boundary sits near 0.37 of eta_max = 16) must not be
+    # floored: the guess is the ellipsoid prediction from the steps actually found.
+    import hvp_explore.explore as E
+
+    G, forward, y, z0 = tiny_problem()
+    base = [Direction(v, "raw", f"v{i}", i) for i, v in enumerate(orthonormal(24, 2, 6).T, start=1)]
+    directions = base + combine_directions(base, 3, seed=1)
+    seen = {}
+    original = E.predicted_steps
+
+    def spy(*args, **kwargs):
+        seen["guesses"] = args[5].clone()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(E, "predicted_steps", spy)
+    eta_max, tau = 64.0, 1e-6
+    solutions, *_ = E.render_solutions(G, forward, y, z0, G(z0[None]), directions, metric=PixelMetric(), num_solutions=10,
+                                       tau=tau, eta_max=eta_max)
+    steps = {s.direction: abs(s.eta) for s in solutions}
+    eta_plus = torch.tensor([steps["+v1"], steps["+v2"]], dtype=torch.float64)
+    eta_minus = torch.tensor([steps["-v1"], steps["-v2"]], dtype=torch.float64)
+    assert float(eta_plus.max()) < eta_max / 16  # short steps: the case the floor used to distort
+    C = torch.tensor([d.combination for d in directions[2:]], dtype=torch.float64).T
+    expected = torch.cat([ellipsoid_steps(C, eta_plus, eta_minus), ellipsoid_steps(-C, eta_plus, eta_minus)])
+    torch.testing.assert_close(seen["guesses"], expected, rtol=1e-12, atol=0)

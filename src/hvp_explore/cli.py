@@ -107,7 +107,12 @@ problem_options = _options(
 iagan_option = click.option(
     "--iagan", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
     help="Fine-tune the generator jointly with the latent after CSGM (IAGAN): 'auto' only when CSGM stays above --tau.")
-IAGAN = {"auto": "auto", "on": True, "off": False}
+IAGAN = {"auto": "auto", "on": True, "off": False}  # also the values of --gauss-newton
+
+gauss_newton_option = click.option(
+    "--gauss-newton", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+    help="Finish CSGM with Gauss-Newton steps from its first feasible iterate: 'auto' when there are no more measurements "
+         "than latent dimensions (docs/inversion.md).")
 
 tau_option = click.option("--tau", type=float, default=2e-3, show_default=True,
                           help="Feasibility threshold on the measurement MSE ([0, 1] pixel scale).")
@@ -180,10 +185,11 @@ def generators_cmd():
 @click.option("--steps", type=int, default=None, help="Largest number of CSGM Adam steps.")
 @click.option("--lr", type=float, default=None, help="CSGM learning rate.")
 @click.option("--prior", type=click.Choice(["normal", "truncated", "sphere"]), default="normal", show_default=True)
+@gauss_newton_option
 @iagan_option
 @click.option("--back-projection", is_flag=True, help="Back-project the final image onto the measurements (IAGAN).")
 def invert(input_path, problem, factor, kernel, mask, box, m, from_clean, noise, generator, device, seed, out, overwrite, quiet,
-           tau, restarts, steps, lr, prior, iagan, back_projection):
+           tau, restarts, steps, lr, prior, gauss_newton, iagan, back_projection):
     """Find a first solution of INPUT by GAN inversion (CSGM, optionally IAGAN)."""
     from .inversion import invert as run_invert
     from .pipeline import state_from_inversion, write_inversion
@@ -196,6 +202,7 @@ def invert(input_path, problem, factor, kernel, mask, box, m, from_clean, noise,
                        from_clean=from_clean, noise=noise, seed=seed, quiet=quiet)
     options = {k: v for k, v in {"restarts": restarts, "steps": steps, "lr": lr}.items() if v is not None}
     result = run_invert(G, obs.forward.to(device), obs.y.to(device), tau=tau, prior=prior, iagan=IAGAN[iagan],
+                        gauss_newton=IAGAN[gauss_newton],
                         back_projection=back_projection, seed=seed, quiet=quiet, **options)
     state = state_from_inversion(generator=generator, observation=obs,
                                  problem=_problem_state(obs, problem=problem, factor=factor, kernel=kernel, box=box, m=m, seed=seed),
@@ -381,7 +388,8 @@ class _ExploreJob:
     """One exploration setup (generator and metric loaded once), run on one or many inputs."""
 
     def __init__(self, *, problem, factor, kernel, mask, box, m, from_clean, noise, generator, device, seed, quiet, tau, metric,
-                 k, k_y, solver, tol, mode, num, threshold, eps, eta_max, iagan, max_memory, restarts=None, steps=None):
+                 k, k_y, solver, tol, mode, num, threshold, eps, eta_max, iagan, max_memory, restarts=None, steps=None,
+                 gauss_newton="auto"):
         for name, value in (("--tau", tau), ("--tol", tol), ("--eta-max", eta_max), ("--eps", eps)):
             _positive(name, value)
         _positive("--solutions", num, integer=True)
@@ -391,7 +399,8 @@ class _ExploreJob:
         _check_k("--k-y", k_y, n)
         self.metric_fn = _metric(metric, device)
         self.budget = _memory_budget(max_memory, device)
-        self.invert_options = {"iagan": IAGAN[iagan], **{k_: v for k_, v in (("restarts", restarts), ("steps", steps)) if v is not None}}
+        self.invert_options = {"iagan": IAGAN[iagan], "gauss_newton": IAGAN[gauss_newton],
+                               **{k_: v for k_, v in (("restarts", restarts), ("steps", steps)) if v is not None}}
         self.o = dict(problem=problem, factor=factor, kernel=kernel, mask=mask, box=box, m=m, from_clean=from_clean, noise=noise,
                       generator=generator, device=device, seed=seed, quiet=quiet, tau=tau, metric=metric, k=k, k_y=k_y, solver=solver,
                       tol=tol, mode=mode, num=num, threshold=threshold, eps=eps, eta_max=eta_max, iagan=iagan)
@@ -446,6 +455,7 @@ def _explore_run(input_path, *, out, overwrite, quiet, seed, **options):
 inversion_options = _options(
     click.option("--restarts", type=int, default=None, help="CSGM restarts optimised together (default: the library's)."),
     click.option("--steps", type=int, default=None, help="Largest number of CSGM Adam steps (default: the library's)."),
+    gauss_newton_option,
 )
 
 memory_option = click.option("--max-memory", default="auto", show_default=True,

@@ -612,10 +612,12 @@ def render_solutions(generator: Callable, forward: Callable, y: torch.Tensor, z0
         steps[i], steps[count + i] = base_steps[j], base_steps[nb + j]
         images[i], images[count + i] = base_images[j], base_images[nb + j]
     if combos:
-        # A base direction without a step would predict 0: floor its steps at the smallest grid step.
-        floor = eta_max / 16
-        eta_plus = torch.tensor([max(base_steps[j].eta, floor) for j in range(nb)], dtype=torch.float64)
-        eta_minus = torch.tensor([max(base_steps[nb + j].eta, floor) for j in range(nb)], dtype=torch.float64)
+        # A base direction without a step would predict 0 for every combination using it: stand in the
+        # smallest step found along any base direction (the smallest grid step if none was found).
+        found = [st.eta for st in base_steps if st.eta > 0]
+        fallback = min(found) if found else eta_max / 16
+        eta_plus = torch.tensor([base_steps[j].eta or fallback for j in range(nb)], dtype=torch.float64)
+        eta_minus = torch.tensor([base_steps[nb + j].eta or fallback for j in range(nb)], dtype=torch.float64)
         C = torch.tensor([directions[i].combination for i in combos], dtype=torch.float64).T  # (nb, c)
         guesses = torch.cat([ellipsoid_steps(C, eta_plus, eta_minus), ellipsoid_steps(-C, eta_plus, eta_minus)])
         Dc = D[:, combos]

@@ -142,7 +142,8 @@ def display_scale(image_shape) -> int:
 def inversion_report(inversion: InversionResult) -> dict:
     return {"measurement_mse": inversion.measurement_mse, "lr_psnr": lr_psnr(max(inversion.measurement_mse, 1e-300)),
             "seconds": inversion.seconds, "timings": dict(inversion.timings), "steps_run": inversion.steps_run,
-            "stopped_early": inversion.stopped_early, "fine_tuned": inversion.fine_tuned,
+            "stopped_early": inversion.stopped_early, "gauss_newton_steps": inversion.gauss_newton_steps,
+            "fine_tuned": inversion.fine_tuned,
             "back_projected": inversion.back_projected, "restart_mses": list(inversion.restart_mses)}
 
 
