@@ -39,6 +39,7 @@ from torch import nn
 
 from hvp_explore._base import frozen_modules, module_dtype_device
 from hvp_explore._progress import progress_bar
+from hvp_explore.curvature import measurement_hessian
 from hvp_explore.priors import DEFAULT_TRUNCATION, _check_truncation, check_prior, project_latents, sample_latents
 from hvp_explore.problems import measurement_mse
 
@@ -207,8 +208,6 @@ def _gauss_newton(generator, forward, y, latent, *, target, trials, prior, trunc
     Returns:
         ``(latent, mse, history, accepted)`` with the MSE of every accepted step in ``history``.
     """
-    from hvp_explore.curvature import measurement_hessian
-
     z = latent.detach().clone()
     with torch.no_grad():
         mse = float(measurement_mse(forward, generator(z[None]), y)[0])

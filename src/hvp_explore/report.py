@@ -129,6 +129,20 @@ def _save(fig, path: Path) -> Path:
     return write_bytes_atomic(path, buffer.getvalue())
 
 
+_MARKERS = "osD^v<>ph*"
+
+
+def _marker(i: int) -> str:
+    """Marker of the i-th series (cycled)."""
+    return _MARKERS[i % len(_MARKERS)]
+
+
+def _series_label(method: str, kept: np.ndarray, dropped_what: str) -> str:
+    """Legend label of a series, saying how many of its values are not drawn."""
+    dropped = int(kept.size - kept.sum())
+    return method if not dropped else f"{method}: {dropped} {dropped_what}"
+
+
 def _finish(fig, ax, path: Path, *, xlabel: str, ylabel: str, title: str, minor_grid: bool = True) -> Path:
     """Labels, grid and legend of a line or scatter plot, then the atomic save."""
     ax.set_xlabel(xlabel)
@@ -552,12 +566,10 @@ def plot_time_to_solutions(curves: Mapping[str, Any], path: Path | str, *, title
     with _style():
         fig = _figure(_FIGSIZE_PLOT)
         ax = fig.add_subplot()
-        markers = "osD^v<>ph*"
         for i, (method, n_arr, t_arr) in enumerate(data):
             done = np.isfinite(t_arr)
-            missing = int(t_arr.size - done.sum())
-            label = method if not missing else f"{method}: {missing} run(s) did not finish"
-            ax.plot(n_arr[done], t_arr[done], marker=markers[i % len(markers)], markersize=5, linewidth=1.2, label=label)
+            ax.plot(n_arr[done], t_arr[done], marker=_marker(i), markersize=5, linewidth=1.2,
+                    label=_series_label(method, done, "run(s) did not finish"))
         ax.set_xscale("log")
         ax.set_yscale("log")
         from matplotlib.ticker import LogFormatter, NullFormatter
@@ -613,12 +625,10 @@ def plot_diversity(
     with _style():
         fig = _figure(_FIGSIZE_PLOT)
         ax = fig.add_subplot()
-        markers = "osD^v<>ph*"
         for i, (method, mse_arr, dist_arr) in enumerate(data):
             shown = mse_arr > 0
-            skipped = int(mse_arr.size - shown.sum())
-            label = method if not skipped else f"{method}: {skipped} point(s) with MSE <= 0 not shown"
-            ax.scatter(mse_arr[shown], dist_arr[shown], marker=markers[i % len(markers)], s=28, alpha=0.8, label=label)
+            ax.scatter(mse_arr[shown], dist_arr[shown], marker=_marker(i), s=28, alpha=0.8,
+                       label=_series_label(method, shown, "point(s) with MSE <= 0 not shown"))
         ax.axvline(float(tau), linestyle="--", color="0.2", linewidth=1.2, label=rf"$\tau$ = {float(tau):.3g}")
         ax.set_xscale("log")
         return _finish(fig, ax, path, xlabel="measurement MSE ([0, 1] pixel scale)", ylabel=distance_label,
