@@ -55,8 +55,7 @@ def test_peak_grows_linearly_and_fit_respects_the_budget():
 
 
 def test_cpu_batch_size_follows_the_image_size():
-    from hvp_explore.explore import batch_limit
-    from hvp_explore.memory import CPU_BATCH_ELEMENTS, cpu_batch_size
+    from hvp_explore.memory import CPU_BATCH_ELEMENTS, batch_limit, cpu_batch_size
 
     assert cpu_batch_size(32 * 32) == 256  # the embedded default: capped at `largest`
     assert cpu_batch_size(3 * 128 * 128) == 5  # BigGAN-deep-128: measured best at 4-5 on this CPU

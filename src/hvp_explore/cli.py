@@ -484,6 +484,7 @@ def explore_cmd(input_path, **options):
 def demo(out, problem, sample, quiet):
     """The main job, offline: explore 10 solutions of a shipped Fashion-MNIST sample with the embedded default."""
     from .data import sample_paths
+    from .explore import DEFAULT_TOL
 
     paths = sample_paths()
     if not 0 <= sample < len(paths):
@@ -493,7 +494,7 @@ def demo(out, problem, sample, quiet):
                 "with the embedded Fashion-MNIST DCGAN (offline)")
     _explore_run(paths[sample], problem=problem, factor=4, kernel="area", mask=None, box=box, m=None, from_clean=True, noise=0.0,
                  generator="default", device="cpu", seed=0, out=out, overwrite=False, quiet=quiet, tau=2e-3, metric="default", k=None,
-                 k_y=None, solver="auto", tol=1e-3, mode="eglass", num=10, threshold=0.05, eps=1e-3, eta_max=None, iagan="auto",
+                 k_y=None, solver="auto", tol=DEFAULT_TOL, mode="eglass", num=10, threshold=0.05, eps=1e-3, eta_max=None, iagan="auto",
                  max_memory="auto")
 
 

@@ -29,7 +29,7 @@ from .curvature import measurement_hessian, perceptual_hessian
 from .eigen import EigenResult, top_eigenpairs
 from .generalized import top_generalized_eigenpairs
 from .inversion import InversionResult, invert
-from .memory import cpu_batch_size, fit_block_size
+from .memory import batch_limit, fit_block_size
 from .problems import DEFAULT_TAU, measurement_mse
 
 __all__ = [
@@ -48,7 +48,6 @@ __all__ = [
     "explore",
     "make_directions",
     "render_solutions",
-    "batch_limit",
     "pairwise_distances",
     "default_k_y",
     "DEFAULT_K",
@@ -191,6 +190,13 @@ def _mse_of(generator: Callable, forward: Callable, y: torch.Tensor, Z: torch.Te
     return torch.cat(images), torch.cat(mses).to(torch.float64)
 
 
+def _check_step_search(tau: float, eta_max: float) -> None:
+    if not tau > 0:
+        raise ValueError(f"tau must be positive, got {tau}")
+    if not eta_max > 0:
+        raise ValueError(f"eta_max must be positive, got {eta_max}")
+
+
 def feasible_steps(generator: Callable, forward: Callable, y: torch.Tensor, z0: torch.Tensor, directions: torch.Tensor, *,
                    tau: float = DEFAULT_TAU, eta_max: float, grid: int = 4, rel_tol: float = 0.05, max_rounds: int = 6,
                    chunk: int = 256) -> tuple[list[Step], torch.Tensor]:
@@ -220,10 +226,7 @@ def feasible_steps(generator: Callable, forward: Callable, y: torch.Tensor, z0: 
         ``(steps, images)``: one :class:`Step` per column, and the images (P, C, H, W) at the returned
         steps (the first solution's image where no step was found).
     """
-    if not tau > 0:
-        raise ValueError(f"tau must be positive, got {tau}")
-    if not eta_max > 0:
-        raise ValueError(f"eta_max must be positive, got {eta_max}")
+    _check_step_search(tau, eta_max)
     n, P = directions.shape
     z0 = as_latent(z0)
     D = directions.to(z0.dtype).T  # (P, n)
@@ -330,10 +333,7 @@ def predicted_steps(generator: Callable, forward: Callable, y: torch.Tensor, z0:
     Returns:
         ``(steps, images)`` as in :func:`feasible_steps`.
     """
-    if not tau > 0:
-        raise ValueError(f"tau must be positive, got {tau}")
-    if not eta_max > 0:
-        raise ValueError(f"eta_max must be positive, got {eta_max}")
+    _check_step_search(tau, eta_max)
     n, P = directions.shape
     if guesses.shape != (P,) or not bool((guesses > 0).all()):
         raise ValueError(f"guesses must be {P} positive steps, one per direction")
@@ -569,12 +569,6 @@ def make_directions(mode: str, eig_y: EigenResult, eig_x: EigenResult | None, *,
     return directions, pencil
 
 
-def batch_limit(image: torch.Tensor) -> int | None:
-    """Largest useful batch of images like ``image`` (C, H, W) or (1, C, H, W): :func:`~hvp_explore.memory.cpu_batch_size`
-    on a CPU, ``None`` (no limit but memory) elsewhere."""
-    return cpu_batch_size(image.shape[-3:].numel()) if image.device.type == "cpu" else None
-
-
 def render_solutions(generator: Callable, forward: Callable, y: torch.Tensor, z0: torch.Tensor, first_image: torch.Tensor,
                      directions: list[Direction], *, metric: Callable, num_solutions: int, tau: float = DEFAULT_TAU,
                      eta_max: float, chunk: int | None = None) -> tuple[list[Solution], list[dict], torch.Tensor, dict]:
@@ -587,7 +581,7 @@ def render_solutions(generator: Callable, forward: Callable, y: torch.Tensor, z0
 
     Solutions alternate signs direction by direction (``+v10, -v10, +v9, ...``) up to
     ``num_solutions``; signed directions with no feasible step are reported in ``rejected``. ``chunk``
-    is the largest batch of one forward pass (default: :func:`batch_limit` of the images, else 256).
+    is the largest batch of one forward pass (default: :func:`~hvp_explore.memory.batch_limit` of the images, else 256).
 
     Returns:
         ``(solutions, rejected, pairwise, timings)`` with ``pairwise`` (N, N) distances between solutions
@@ -603,14 +597,10 @@ def render_solutions(generator: Callable, forward: Callable, y: torch.Tensor, z0
     if combos and base != list(range(len(base))):
         raise ValueError("combinations must follow the eigenvector directions they combine")
     D = torch.stack([d.vector for d in directions], dim=1)
-    steps: list[Step] = [None] * (2 * count)  # type: ignore[list-item]
-    nb = len(base)
+    nb, nc = len(base), len(combos)
     base_steps, base_images = feasible_steps(generator, forward, y, z0, torch.cat([D[:, :nb], -D[:, :nb]], dim=1), tau=tau,
                                              eta_max=eta_max, chunk=chunk)
-    images = base_images.new_empty(2 * count, *base_images.shape[1:])
-    for j, i in enumerate(base):
-        steps[i], steps[count + i] = base_steps[j], base_steps[nb + j]
-        images[i], images[count + i] = base_images[j], base_images[nb + j]
+    combo_steps, combo_images = [], base_images[:0]
     if combos:
         # A base direction without a step would predict 0 for every combination using it: stand in the
         # smallest step found along any base direction (the smallest grid step if none was found).
@@ -620,13 +610,12 @@ def render_solutions(generator: Callable, forward: Callable, y: torch.Tensor, z0
         eta_minus = torch.tensor([base_steps[nb + j].eta or fallback for j in range(nb)], dtype=torch.float64)
         C = torch.tensor([directions[i].combination for i in combos], dtype=torch.float64).T  # (nb, c)
         guesses = torch.cat([ellipsoid_steps(C, eta_plus, eta_minus), ellipsoid_steps(-C, eta_plus, eta_minus)])
-        Dc = D[:, combos]
+        Dc = D[:, nb:]
         combo_steps, combo_images = predicted_steps(generator, forward, y, z0, torch.cat([Dc, -Dc], dim=1),
                                                     guesses.clamp(max=eta_max), tau=tau, eta_max=eta_max, chunk=chunk)
-        nc = len(combos)
-        for j, i in enumerate(combos):
-            steps[i], steps[count + i] = combo_steps[j], combo_steps[nc + j]
-            images[i], images[count + i] = combo_images[j], combo_images[nc + j]
+    # column i is +directions[i], column count + i is -directions[i]; base directions come first
+    steps = base_steps[:nb] + combo_steps[:nc] + base_steps[nb:] + combo_steps[nc:]
+    images = torch.cat([base_images[:nb], combo_images[:nc], base_images[nb:], combo_images[nc:]])
     timings["steps"] = time.perf_counter() - t0
     chosen, rejected = [], []
     for i in (i for pair in zip(range(count), range(count, 2 * count)) for i in pair):

@@ -26,7 +26,7 @@ import torch
 from ._base import CurvatureOperator
 
 __all__ = ["parse_size", "default_budget", "measure_peak_bytes", "ProductMemory", "product_memory", "fit_block_size",
-           "CPU_BATCH_ELEMENTS", "cpu_batch_size"]
+           "CPU_BATCH_ELEMENTS", "cpu_batch_size", "batch_limit"]
 
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MB": 1 << 20, "MIB": 1 << 20,
           "G": 1 << 30, "GB": 1 << 30, "GIB": 1 << 30, "T": 1 << 40, "TB": 1 << 40, "TIB": 1 << 40}
@@ -160,3 +160,9 @@ def cpu_batch_size(image_numel: int, *, largest: int = 256) -> int:
     if not (isinstance(image_numel, int) and image_numel >= 1):
         raise ValueError(f"image_numel must be a positive integer, got {image_numel!r}")
     return max(1, min(largest, CPU_BATCH_ELEMENTS // image_numel))
+
+
+def batch_limit(image: torch.Tensor) -> int | None:
+    """Largest useful batch of images like ``image`` ((C, H, W) or (1, C, H, W)): :func:`cpu_batch_size` on a CPU,
+    ``None`` (no limit but memory) elsewhere."""
+    return cpu_batch_size(image.shape[-3:].numel()) if image.device.type == "cpu" else None
