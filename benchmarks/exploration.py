@@ -12,11 +12,12 @@ from the CSGM solution z0 of the synthesised observation:
     smallest pairwise mean absolute pixel difference, the prototype's figure);
 plus the acceptance checks of issue 4 (10 feasible solutions per sample and problem, pairwise distances
 above zero, change concentrated where the measurements leave the image free) and a sweep of the
-defaults (eta_max, threshold, k_y for inpainting).
+defaults (eta_max, threshold, K, direction mode), and a paired sweep of k_y for inpainting over 20
+observations (shipped samples and further Fashion-MNIST test images).
 
     python benchmarks/exploration.py            # writes benchmarks/results/exploration.json,
                                                 # docs/figures/results-*.png, and the marked
-                                                # section of docs/results.md
+                                                # sections of docs/results.md
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, machine, markdown_table, update_doc_section, write_json  # noqa: E402
 
 from hvp_explore import ConvergenceWarning, load_image, load_metric, measurement_hessian, perceptual_hessian, top_eigenpairs  # noqa: E402
+from hvp_explore.bench import default_cases  # noqa: E402
 from hvp_explore.data import sample_paths  # noqa: E402
 from hvp_explore.explore import (  # noqa: E402
     default_eta_max,
@@ -159,16 +161,15 @@ def study_case(path: Path, name: str, G, metric, *, K: int, eta_probe: float, se
 
 
 def sweep(path: Path, name: str, G, metric, *, seed: int):
-    """Defaults sweep on one case: eta_max, threshold and (inpainting) k_y."""
+    """Defaults sweep on one case: eta_max, threshold, K and the direction mode."""
     forward = problems()[name]
     y = observe(forward, load_image(path))[None]
     inv = invert(G, forward, y, seed=seed, quiet=True)
     n = inv.latent.numel()
     rows = []
+    # k_y has its own paired sweep over more observations (k_y_sweep)
     variants = [{"eta_max": math.sqrt(n)}, {"eta_max": math.sqrt(n) / 2}, {"eta_max": 1.5 * math.sqrt(n)}, {"threshold": 0.1},
                 {"threshold": 0.2}, {"K": 20}, {"mode": "generalized"}]
-    if name == "inpaint":
-        variants += [{"k_y": 64}, {"k_y": 256}]
     for v in variants:
         res = explore(G, forward, y, metric=metric, num_solutions=10, inversion=inv, seed=seed, quiet=True, **v)
         if not res.solutions:
@@ -186,12 +187,64 @@ def sweep(path: Path, name: str, G, metric, *, seed: int):
     return rows
 
 
+K_Y_FRACTIONS = (32, 16, 32 / 3, 8, 16 / 3, 4, 8 / 3, 2)  # k_y = n / f: 16, 32, 48, 64, 96, 128, 192, 256 for n = 512
+
+
+def k_y_sweep(*, samples: int, test_images: int, ns=(10, 100), seed: int) -> tuple[list[dict], list[dict]]:
+    """Paired sweep of k_y for inpainting (m >= n, where H_Y has full rank and k_y is a choice).
+
+    Every observation is explored from the same first solution for every k_y in ``n / K_Y_FRACTIONS``
+    and every N; the summary gives medians over observations and, per observation, ratios to the
+    default k_y (:func:`~hvp_explore.explore.default_k_y`), so that differences between
+    observations do not hide the effect of k_y.
+    """
+    cases = default_cases(["inpaint"], samples=samples, test_images=test_images)
+    rows = []
+    for case in cases:
+        inv = invert(case.generator, case.forward, case.y, seed=seed, quiet=True)
+        n = inv.latent.numel()
+        for k_y in sorted({max(1, round(n / f)) for f in K_Y_FRACTIONS}):
+            for N in ns:
+                res = explore(case.generator, case.forward, case.y, metric=case.metric, num_solutions=N, k_y=k_y, inversion=inv,
+                              seed=seed, quiet=True)
+                images = torch.stack([s.image for s in res.solutions])
+                iu = torch.triu_indices(len(images), len(images), 1)
+                rows.append({"case": case.name, "k_y": k_y, "default": k_y == default_k_y(res.settings["m"], n), "N": N,
+                             "returned": len(images), "feasible": sum(s.feasible for s in res.solutions),
+                             "perc": statistics.fmean(s.perceptual_distance for s in res.solutions),
+                             "pair_mean": float(res.pairwise[iu[0], iu[1]].mean()),
+                             "pair_min": float(res.pairwise[iu[0], iu[1]].min()),
+                             "free_share": free_region_share("inpaint", inv.image, images),
+                             "gt_mse": float(((images - case.clean) / 2).pow(2).mean()),
+                             "eigen_y_s": res.timings["eigen_y"], "solver_y": res.eig_y.solver})
+        print(f"k_y sweep: {case.name} done", flush=True)
+    base = {(r["case"], r["N"]): r for r in rows if r["default"]}
+    summary = []
+    for k_y in sorted({r["k_y"] for r in rows}):
+        for N in ns:
+            rs = [r for r in rows if r["k_y"] == k_y and r["N"] == N]
+            paired = lambda key: statistics.median(r[key] / base[(r["case"], N)][key] for r in rs)  # noqa: E731
+            drops = [base[(r["case"], N)]["free_share"] - r["free_share"] for r in rs]
+            summary.append({"k_y": k_y, "N": N, "default": rs[0]["default"], "cases": len(rs),
+                            "feasible": f"{sum(r['feasible'] for r in rs)}/{sum(r['returned'] for r in rs)}",
+                            "perceptual change": statistics.median(r["perc"] for r in rs), "/ default": paired("perc"),
+                            "mean pairwise": statistics.median(r["pair_mean"] for r in rs), "/ default ": paired("pair_mean"),
+                            "min pairwise / default": paired("pair_min"),
+                            "share in hole": statistics.median(r["free_share"] for r in rs),
+                            "cases losing > 0.05 of it": sum(d > 0.05 for d in drops),
+                            "MSE to truth / default": paired("gt_mse"),
+                            "H_Y eigen s": statistics.median(r["eigen_y_s"] for r in rs), "solver": rs[0]["solver_y"]})
+    return rows, summary
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=10, help="how many shipped samples (all 10 by default)")
     parser.add_argument("--K", type=int, default=10)
     parser.add_argument("--eta-probe", type=float, default=4.0, help="the equal step of claim (a)")
     parser.add_argument("--sweep-samples", type=int, default=3)
+    parser.add_argument("--k-y-samples", type=int, default=10, help="shipped samples in the k_y sweep")
+    parser.add_argument("--k-y-test-images", type=int, default=10, help="Fashion-MNIST test images added to the k_y sweep")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -209,6 +262,7 @@ def main(argv=None):
                   f"feasible {row['eglass_feasible']}/10, min pairwise {row['eglass_min_pairwise_perc']:.2e}", flush=True)
     sweeps = [r for path in sample_paths()[: args.sweep_samples] for name in ("sr", "inpaint")
               for r in sweep(path, name, G, metric, seed=args.seed)]
+    k_y_rows, k_y_summary = k_y_sweep(samples=args.k_y_samples, test_images=args.k_y_test_images, seed=args.seed)
     FIGURES.mkdir(parents=True, exist_ok=True)
     for name, keep in keeps.items():
         contact_sheet([keep["y_image"], *keep["images"]], ["observation", *keep["labels"]], FIGURES / f"results-sheet-{name}.png")
@@ -244,7 +298,7 @@ def main(argv=None):
                         "free share eglass": agg("eglass_free_share"), "free share raw": agg("raw_free_share")})
     payload = {"command": "python benchmarks/exploration.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                "machine": machine(), "seconds": time.perf_counter() - start, "eta_probe": args.eta_probe, "K": args.K,
-               "rows": rows, "summary": summary, "sweep": sweeps}
+               "rows": rows, "summary": summary, "sweep": sweeps, "k_y_sweep": {"rows": k_y_rows, "summary": k_y_summary}}
     path = write_json("exploration", payload)
     cols = list(summary[0].keys())
     md = [f"Command: `{payload['command'].strip()}` ({payload['machine']['cores']} cores, torch {payload['machine']['torch']}, "
@@ -256,6 +310,15 @@ def main(argv=None):
            markdown_table(sweeps, [(c, c) for c in ("sample", "problem", "variant", "feasible", "mean_abs_eta", "mean_perc",
                                                      "min_pairwise_perc", "mean_pixel_change", "free_share")])]
     update_doc_section("exploration", "\n".join(md), doc=RESULTS_DOC)
+    k_y_cases = k_y_summary[0]["cases"]
+    md = [f"Command: `{payload['command'].strip()}` (same run). Inpainting of {k_y_cases} observations ({args.k_y_samples} shipped "
+          f"samples and {args.k_y_test_images} further Fashion-MNIST test images), each explored from one first solution for every "
+          f"k_y. Medians over observations; the `/ default` columns are medians of per-observation ratios to the default k_y "
+          f"(marked), and `cases losing > 0.05 of it` counts observations whose share of the change inside the hole is more "
+          f"than 0.05 below the default's.", "",
+          markdown_table([{**r, "k_y": f"**{r['k_y']}** (default)" if r["default"] else r["k_y"]} for r in k_y_summary],
+                         [(c, c) for c in k_y_summary[0] if c != "default"])]
+    update_doc_section("k_y-sweep", "\n".join(md), doc=RESULTS_DOC)
     print(f"wrote {path}")
 
 

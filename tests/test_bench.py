@@ -208,6 +208,8 @@ def test_tiny_case_rows_are_consistent(tiny_run):
         # ratios recomputed from the rows
         pulse_n = pulse[r["N"]]["seconds"]
         assert r["vs_pulse"] == pytest.approx(r["seconds"] / pulse_n)
+    # the inversion is timed as the median of setup.repeats = 2 seeded runs (the upper one for even counts)
+    assert len(info["inversion"]["repeats"]) == 2 and info["inversion"]["seconds"] == max(info["inversion"]["repeats"])
     auto = {r["N"]: r for r in rows if r["method"] == "eglass-auto"}
     assert auto[2]["marginal_seconds"] == pytest.approx(auto[2]["seconds_run"] - auto[1]["seconds_run"])
     assert auto[2]["marginal_forwards"] == pytest.approx(auto[2]["marginal_seconds"] / fwd)

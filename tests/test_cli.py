@@ -105,7 +105,7 @@ def test_explore_report_numbers(tmp_path):
     assert rep["tau"] == 2e-3 and rep["generator"] == "default" and rep["problem"]["forward"]["kind"] == "inpaint"
     assert rep["num_solutions"] == 4 == len(rep["solutions"]) and rep["num_feasible"] == 4
     assert set(rep["timings"]) >= {"inversion", "eigen_y", "eigen_x", "directions", "steps", "distances", "total"}
-    assert rep["eigen"]["H_Y"]["k"] == 128  # m = 768 > n = 512: n / 4 pairs
+    assert rep["eigen"]["H_Y"]["k"] == 32  # m = 768 > n = 512: n / 16 pairs
     metric = load_metric("default")
     forward = Inpainting.from_box((1, 32, 32), 8, 8, 16, 16)
     clean = load_image(SAMPLE)

@@ -13,6 +13,7 @@ from hvp_explore.explore import (
     Direction,
     combine_directions,
     coupling_matrix,
+    default_k_y,
     eglass_projection,
     ellipsoid_steps,
     explore,
@@ -27,6 +28,14 @@ from hvp_explore.metrics import ClassifierMetric
 
 def orthonormal(n, k, seed):
     return torch.linalg.qr(torch.randn(n, k, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))[0]
+
+
+def test_default_k_y():
+    """The whole range of H_Y when m < n; n / 16 when H_Y has full rank (docs/results.md, k_y sweep)."""
+    assert default_k_y(64, 512) == 64  # super-resolution x4 of 32x32
+    assert default_k_y(768, 512) == 32  # central-box inpainting of 32x32
+    assert default_k_y(512, 512) == 32
+    assert default_k_y(20, 8) == 1  # never zero
 
 
 def test_coupling_matrix_is_the_cosine_table():

@@ -255,7 +255,7 @@ def _check_k(name: str, k, n: int) -> None:
 eigen_options = _options(
     click.option("--metric", default="default", show_default=True, help="Perceptual metric (see 'hvp-explore generators')."),
     click.option("--k", "k", type=int, default=None, help="H_X eigenpairs (e-GLASS starts at v^k; default 10; beyond 2k solutions the directions are combinations)."),
-    click.option("--k-y", "k_y", type=int, default=None, help="H_Y eigenpairs (default: its whole range m when m < n, else n/4)."),
+    click.option("--k-y", "k_y", type=int, default=None, help="H_Y eigenpairs (default: its whole range m when m < n, else n/16)."),
     click.option("--solver", type=click.Choice(["auto", "dense", "jacobian", "arpack", "lanczos", "lobpcg", "block-krylov"]),
                  default="auto", show_default=True, help="Eigensolver."),
     click.option("--tol", type=float, default=1e-3, show_default=True, help="Relative eigensolver tolerance."),

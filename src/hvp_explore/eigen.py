@@ -12,7 +12,7 @@ Solvers (see ``docs/operators.md`` for how to pick one):
 
 =================  ===================================================================================
 ``"dense"``        reference: ``dense()`` (n products) then ``eigh``
-``"jacobian"``     exact, for Gauss-Newton operators: the m x n Jacobian by m batched vjps, then its SVD
+``"jacobian"``     exact, for Gauss-Newton operators: the m x n Jacobian by m batched vjps, then its SVD (or eigh of J^T J)
 ``"arpack"``       scipy ``eigsh`` (implicitly restarted Lanczos) on ``to_scipy()``, single vectors
 ``"lanczos"``      torch-native Lanczos (gpytorch / linear_operator ``lanczos_tridiag``), single vectors
 ``"lobpcg"``       scipy ``lobpcg``: whole blocks through ``matmat``
