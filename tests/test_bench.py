@@ -55,6 +55,16 @@ def test_time_to_n_feasible_is_the_prefix_up_to_the_nth_feasible_run():
         time_to_n_feasible(seconds, feasible, 0)
 
 
+def test_median_repetition_keeps_the_median_run_and_stops_when_expensive():
+    times = iter([0.3, 0.1, 0.2, 9.0])
+    seconds, result, runs = bench._median_repetition(lambda: (t := next(times), f"run at {t}"), GeneratorSetup("x", repeats=3))
+    assert (seconds, result, runs) == (0.2, "run at 0.2", [0.3, 0.1, 0.2])
+    times = iter([0.2, 0.4])  # even count: the upper of the two middle runs
+    assert bench._median_repetition(lambda: (t := next(times), t), GeneratorSetup("x", repeats=2))[:2] == (0.4, 0.4)
+    times = iter([40.0, 0.1])  # one run over repeat_under_s is not repeated
+    assert bench._median_repetition(lambda: (t := next(times), t), GeneratorSetup("x", repeats=3, repeat_under_s=30.0))[2] == [40.0]
+
+
 def test_extrapolated_time_is_n_over_rate_times_mean_run():
     assert extrapolated_time_to_n(10, 2.0, 0.25) == pytest.approx(80.0, rel=1e-15)
     assert extrapolated_time_to_n(100, 3.5, 1.0) == pytest.approx(350.0, rel=1e-15)

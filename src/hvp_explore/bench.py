@@ -58,7 +58,7 @@ import torch
 from ._atomic import write_json_atomic
 from ._base import frozen_modules, module_dtype_device
 from .eigen import ConvergenceWarning
-from .explore import explore, pairwise_distances
+from .explore import ExplorationResult, explore, pairwise_distances
 from .inversion import InversionResult, invert
 from .priors import sample_latents
 from .problems import DEFAULT_TAU, ForwardOperator, SuperResolution, make_problem, measurement_mse, observe
@@ -684,6 +684,19 @@ def _pulse_batch_rows(case: Case, setup: GeneratorSetup, seq: dict | None, step_
     return rows
 
 
+def _median_repetition(run: Callable[[], tuple[float, Any]], setup: GeneratorSetup) -> tuple[float, Any, list[float]]:
+    """``run() -> (seconds, result)`` up to ``setup.repeats`` times, again only while a run takes under
+    ``setup.repeat_under_s``; returns the median run's seconds and result (the upper one for even
+    counts) and the seconds of every run."""
+    reps = []
+    while True:
+        reps.append(run())
+        if len(reps) >= setup.repeats or reps[-1][0] >= setup.repeat_under_s:
+            break
+    seconds, result = sorted(reps, key=lambda r: r[0])[len(reps) // 2]
+    return seconds, result, [r[0] for r in reps]
+
+
 def _first_solution(case: Case, setup: GeneratorSetup, *, tau: float, seed: int) -> tuple[InversionResult, dict]:
     """The shared inversion; where it misses tau and the case has a known latent, exploration starts there.
 
@@ -691,13 +704,12 @@ def _first_solution(case: Case, setup: GeneratorSetup, *, tau: float, seed: int)
     only while one takes less than ``setup.repeat_under_s``; a single run of a 0.1 s inversion is as noisy
     as the rest of e-GLASS's time together.
     """
-    runs = []
-    while True:
+    def run() -> tuple[float, InversionResult]:
         inv = invert(case.generator, case.forward, case.y, tau=tau, seed=seed, quiet=True, **dict(setup.invert_options))
-        runs.append(inv.seconds)
-        if len(runs) >= setup.repeats or inv.seconds >= setup.repeat_under_s:
-            break
-    inv = dataclasses.replace(inv, seconds=sorted(runs)[len(runs) // 2])  # the median (the upper one for even counts)
+        return inv.seconds, inv
+
+    seconds, inv, runs = _median_repetition(run, setup)
+    inv = dataclasses.replace(inv, seconds=seconds)
     info = {"seconds": inv.seconds, "repeats": runs, "measurement_mse": inv.measurement_mse, "steps_run": inv.steps_run,
             "restarts": len(inv.restart_mses), "fine_tuned": inv.fine_tuned, "timings": dict(inv.timings),
             "feasible": inv.measurement_mse <= tau, "options": dict(setup.invert_options), "fallback": None}
@@ -724,18 +736,14 @@ def _eglass_rows(case: Case, setup: GeneratorSetup, inv: InversionResult, method
     solver = "auto" if method == "generalized" else method.removeprefix("eglass-")
     rows, runs = [], {}
     for n in _eglass_ns(setup):
-        reps = []
-        while True:
+        def run() -> tuple[float, ExplorationResult]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 res = explore(case.generator, case.forward, case.y, metric=case.metric, num_solutions=n, mode=mode, solver=solver,
                               k_y=setup.k_y, tau=tau, inversion=inv, seed=seed, quiet=True)
-            post = res.timings["total"] - inv.seconds  # explore adds a provided inversion's seconds to its total
-            reps.append((post, res))
-            if len(reps) >= setup.repeats or post >= setup.repeat_under_s:
-                break
-        order = sorted(range(len(reps)), key=lambda i: reps[i][0])
-        post, res = reps[order[len(order) // 2]]  # the median repetition (the upper one for even counts)
+            return res.timings["total"] - inv.seconds, res  # explore adds a provided inversion's seconds to its total
+
+        post, res, reps = _median_repetition(run, setup)
         images = torch.stack([s.image for s in res.solutions]) if res.solutions else inv.image[:0]
         stats = _solution_stats(case, images, tau, lpips_metric, points=n == max(_eglass_ns(setup)))
         t = inv.seconds + post
@@ -743,7 +751,7 @@ def _eglass_rows(case: Case, setup: GeneratorSetup, inv: InversionResult, method
         pencil_matvecs = res.pencil.matvecs if res.pencil is not None else 0
         row = {"method": method, "N": n, "seconds_run": t, "estimate": None,
                "estimate_note": None if stats["feasible"] >= n else f"only {stats['feasible']} of N feasible solutions returned",
-               "returned": len(res.solutions), "repeats": [r[0] for r in reps], "breakdown": stages,
+               "returned": len(res.solutions), "repeats": reps, "breakdown": stages,
                "eigen_seconds": stages.get("eigen_y", 0.0) + stages.get("eigen_x", 0.0),
                "eigen": {"solver_y": res.eig_y.solver, "solver_x": res.eig_x.solver, "k_y": res.eig_y.k, "k_x": res.eig_x.k,
                          "matvecs": res.eig_y.matvecs + res.eig_x.matvecs + pencil_matvecs,
