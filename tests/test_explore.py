@@ -184,6 +184,11 @@ def test_predicted_steps_accept_or_backtrack_and_stay_feasible():
     assert [s.status for s in steps[:2]] == ["predicted"] * 2 and [s.evaluations for s in steps[:2]] == [1, 1]
     assert [s.eta for s in steps[:2]] == pytest.approx((0.5 * boundary[:2]).tolist(), rel=1e-15)
     assert {s.status for s in steps[2:]} == {"backtracked"} and all(s.eta_infeasible > s.eta for s in steps[2:])
+    # guesses beyond eta_max (inf: a zero combination) start at eta_max, which is feasible well inside the boundary
+    cap = 0.25 * float(boundary.min())
+    capped, _ = predicted_steps(G, forward, y, z0, D, torch.tensor([math.inf, 1e6, 1.0, 1.0], dtype=torch.float64) * boundary.max(),
+                                tau=tau, eta_max=cap)
+    assert [s.eta for s in capped] == pytest.approx([cap] * 4, rel=1e-15) and {s.status for s in capped} == {"predicted"}
     # an infeasible start gives no step
     z_off = z0 + 0.5 * D[:, 0]
     none, _ = predicted_steps(G, forward, y, z_off, D, guesses, tau=1e-12, eta_max=1.0, max_rounds=2)

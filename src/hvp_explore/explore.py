@@ -619,7 +619,7 @@ def render_solutions(generator: Callable, forward: Callable, y: torch.Tensor, z0
         guesses = torch.cat([ellipsoid_steps(C, eta_plus, eta_minus), ellipsoid_steps(-C, eta_plus, eta_minus)])
         Dc = D[:, nb:]
         combo_steps, combo_images = predicted_steps(generator, forward, y, z0, torch.cat([Dc, -Dc], dim=1),
-                                                    guesses.clamp(max=eta_max), tau=tau, eta_max=eta_max, chunk=chunk)
+                                                    guesses, tau=tau, eta_max=eta_max, chunk=chunk)
     # column i is +directions[i], column count + i is -directions[i]; base directions come first
     steps = base_steps[:nb] + combo_steps[:nc] + base_steps[nb:] + combo_steps[nc:]
     images = torch.cat([base_images[:nb], combo_images[:nc], base_images[nb:], combo_images[nc:]])
