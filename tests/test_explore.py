@@ -23,6 +23,7 @@ from hvp_explore.explore import (
     significant_couplings,
 )
 from hvp_explore.generators.dcgan import FashionClassifier
+from hvp_explore.images import quantize
 from hvp_explore.metrics import ClassifierMetric
 
 
@@ -227,9 +228,10 @@ def test_explore_beyond_2K_solutions_combines_the_eigenvector_directions():
     assert len(result.solutions) == 12 and [s.direction for s in result.solutions][:6] == ["+v2", "-v2", "+v1", "-v1", "+c1", "-c1"]
     for s in result.solutions:
         x = G(s.latent[None])
-        assert torch.allclose(x[0], s.image) and float(measurement_mse(forward, x, y)) <= tau and s.feasible
+        # the image is the 8-bit one that is saved, and it is that image that meets tau
+        assert torch.equal(quantize(x[0]), s.image) and float(measurement_mse(forward, s.image[None], y)) <= tau and s.feasible
     combo_status = {s.status for s in result.solutions if "c" in s.direction}
-    assert combo_status <= {"predicted", "backtracked", "capped"} and combo_status
+    assert combo_status <= {"predicted", "backtracked", "capped", "shrunk"} and combo_status
     distinct = result.pairwise + torch.eye(12, dtype=torch.float64)
     assert float(distinct.min()) > 0  # twelve different images
 
@@ -262,13 +264,16 @@ def test_explore_end_to_end_on_a_tiny_generator(mode):
                      invert_options={"restarts": 2, "steps": 200})
     assert result.inversion.measurement_mse < tau
     assert len(result.solutions) == 6
-    x0 = result.inversion.image
+    x0 = quantize(result.inversion.image)
+    assert torch.equal(result.first_image, x0[0])
+    assert result.first_mse == pytest.approx(float(measurement_mse(forward, x0, y)), rel=1e-12)
     for s in result.solutions:
         with torch.no_grad():
             x = G(s.latent[None])
-        assert torch.allclose(x[0], s.image)
-        assert s.feasible and float(measurement_mse(forward, x, y)) <= tau
-        assert s.perceptual_distance == pytest.approx(float(metric(x, x0)), rel=1e-9)
+        assert torch.equal(quantize(x[0]), s.image)  # what is saved
+        assert s.feasible and float(measurement_mse(forward, s.image[None], y)) <= tau
+        assert s.measurement_mse == pytest.approx(float(measurement_mse(forward, s.image[None], y)), rel=1e-12)
+        assert s.perceptual_distance == pytest.approx(float(metric(s.image[None], x0)), rel=1e-9)
         assert s.perceptual_distance > 0
     assert result.pairwise.shape == (6, 6) and float(result.pairwise.max()) > 0
     m = result.settings["m"]
@@ -313,19 +318,23 @@ def test_combination_guesses_come_from_the_base_steps_even_when_they_are_short(m
     base = [Direction(v, "raw", f"v{i}", i) for i, v in enumerate(orthonormal(24, 2, 6).T, start=1)]
     directions = base + combine_directions(base, 3, seed=1)
     seen = {}
-    original = E.predicted_steps
+    originals = E.predicted_steps, E.feasible_steps
 
-    def spy(*args, **kwargs):
+    def spy_predicted(*args, **kwargs):
         seen["guesses"] = args[5].clone()
-        return original(*args, **kwargs)
+        return originals[0](*args, **kwargs)
 
-    monkeypatch.setattr(E, "predicted_steps", spy)
+    def spy_feasible(*args, **kwargs):
+        seen["base"] = originals[1](*args, **kwargs)
+        return seen["base"]
+
+    monkeypatch.setattr(E, "predicted_steps", spy_predicted)
+    monkeypatch.setattr(E, "feasible_steps", spy_feasible)
     eta_max, tau = 64.0, 1e-6
-    solutions, *_ = E.render_solutions(G, forward, y, z0, G(z0[None]), directions, metric=PixelMetric(), num_solutions=10,
-                                       tau=tau, eta_max=eta_max)
-    steps = {s.direction: abs(s.eta) for s in solutions}
-    eta_plus = torch.tensor([steps["+v1"], steps["+v2"]], dtype=torch.float64)
-    eta_minus = torch.tensor([steps["-v1"], steps["-v2"]], dtype=torch.float64)
+    E.render_solutions(G, forward, y, z0, G(z0[None]), directions, metric=PixelMetric(), num_solutions=10, tau=tau, eta_max=eta_max)
+    base_steps = [st.eta for st in seen["base"][0]]  # columns +v1, +v2, -v1, -v2
+    eta_plus = torch.tensor(base_steps[:2], dtype=torch.float64)
+    eta_minus = torch.tensor(base_steps[2:], dtype=torch.float64)
     assert float(eta_plus.max()) < eta_max / 16  # short steps: the case the floor used to distort
     C = torch.tensor([d.combination for d in directions[2:]], dtype=torch.float64).T
     expected = torch.cat([ellipsoid_steps(C, eta_plus, eta_minus), ellipsoid_steps(-C, eta_plus, eta_minus)])

@@ -34,7 +34,7 @@ from hvp_explore.generators._biggan import DEFAULT_TRUNCATION
 from hvp_explore.generators._default import load_dcgan_weights
 from hvp_explore.generators._pggan import PGGAN_MODELS, pggan_hub_paths
 
-NAMES = ("default", "biggan-deep-128", "biggan-deep-256", "biggan-deep-512", "pggan-celebahq-256", "pggan-celebahq-512")
+NAMES = ("default", "faces", "biggan-deep-128", "biggan-deep-256", "biggan-deep-512", "pggan-celebahq-256", "pggan-celebahq-512")
 
 
 def one_line_error(excinfo) -> str:

@@ -172,11 +172,30 @@ def test_gauss_newton_step_is_the_minimum_norm_correction_of_an_affine_generator
     assert mse < 1e-20 and accepted == len(history) >= 1 and history == sorted(history, reverse=True)
 
 
+def test_gauss_newton_step_with_more_measurements_than_latents_reaches_the_least_squares_point():
+    # m = 16 > n = 4, G affine, y in its range: J = A W has full column rank and the damped n x n steps
+    # (J^T J + mu s I) delta = -J^T r converge to the unique exact solution.
+    from hvp_explore.inversion import _gauss_newton
+
+    g = torch.Generator().manual_seed(4)
+    W, b = torch.randn(16, 4, generator=g, dtype=torch.float64), torch.randn(16, generator=g, dtype=torch.float64)
+
+    def G(z):
+        return (z @ W.T + b).reshape(-1, 1, 4, 4)
+
+    z_true = torch.randn(4, generator=g, dtype=torch.float64)
+    y = G(z_true[None])
+    z, mse, history, accepted = _gauss_newton(G, lambda x: x, y, torch.zeros(4, dtype=torch.float64), target=1e-28, trials=10,
+                                              prior="normal", truncation=1.0)
+    torch.testing.assert_close(z, z_true, rtol=1e-9, atol=1e-9)
+    assert mse < 1e-24 and accepted >= 1
+
+
 def test_gauss_newton_refinement_takes_over_once_csgm_is_feasible(mlp_generator):
     forward, y = _problem(mlp_generator)  # m = 4 measurements <= n = 8: on by default
-    ref = invert(mlp_generator, forward, y, seed=3, quiet=True, gauss_newton=False)
-    gn = invert(mlp_generator, forward, y, seed=3, quiet=True)
-    again = invert(mlp_generator, forward, y, seed=3, quiet=True)
+    ref = invert(mlp_generator, forward, y, seed=3, restarts=4, quiet=True, gauss_newton=False)
+    gn = invert(mlp_generator, forward, y, seed=3, restarts=4, quiet=True)
+    again = invert(mlp_generator, forward, y, seed=3, restarts=4, quiet=True)
     assert torch.equal(gn.latent, again.latent) and gn.loss_history == again.loss_history
     assert set(gn.timings) == {"csgm", "gauss_newton"} and gn.gauss_newton_steps >= 1 and ref.gauss_newton_steps == 0
     assert gn.measurement_mse < TAU * 0.25 and gn.stopped_early
@@ -185,10 +204,16 @@ def test_gauss_newton_refinement_takes_over_once_csgm_is_feasible(mlp_generator)
     assert min(gn.loss_history[: gn.steps_run]) >= TAU > gn.loss_history[gn.steps_run]
     with torch.no_grad():
         assert gn.measurement_mse == pytest.approx(float(measurement_mse(forward, mlp_generator(gn.latent[None]), y)[0]), rel=1e-10)
-    # more measurements than latent dimensions (the identity on 4 x 4 images: m = 16 > n = 8): not used
-    denoise = invert(mlp_generator, lambda x: x, mlp_generator(torch.zeros(1, 8, dtype=torch.float64)).detach(), steps=5,
+    # more measurements than latent dimensions (the identity on 4 x 4 images: m = 16 > n = 8): used, since n <= 256
+    denoise = invert(mlp_generator, lambda x: x, mlp_generator(torch.ones(1, 8, dtype=torch.float64)).detach(), steps=5,
                      quiet=True)
-    assert "gauss_newton" not in denoise.timings and denoise.gauss_newton_steps == 0
+    assert "gauss_newton" in denoise.timings and denoise.gauss_newton_steps >= 1
+    # ... but not with m > n and a latent longer than GAUSS_NEWTON_MAX_LATENT = 256
+    W = torch.randn(400, 300, generator=torch.Generator().manual_seed(0), dtype=torch.float64) / 300**0.5
+    big = lambda z: torch.tanh(z @ W.T).reshape(-1, 1, 20, 20)  # noqa: E731
+    target = big(torch.randn(1, 300, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
+    wide = invert(big, lambda x: x, target, steps=3, latent_dim=300, iagan=False, quiet=True)
+    assert "gauss_newton" not in wide.timings and wide.gauss_newton_steps == 0
     with pytest.raises(ValueError, match="gauss_newton must be"):
         invert(mlp_generator, forward, y, gauss_newton="yes", quiet=True)
 
@@ -280,7 +305,8 @@ def test_back_projection_with_compressed_sensing_and_iagan(mlp_generator):
 
     forward = CompressedSensing((1, 4, 4), 10, seed=1)
     y = torch.randn(1, 10, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    r = invert(mlp_generator, forward, y, restarts=2, steps=30, iagan=True, iagan_steps=20, back_projection=True, quiet=True)
+    r = invert(mlp_generator, forward, y, restarts=2, steps=30, iagan=True, iagan_steps=20, back_projection=True, gauss_newton=False,
+               quiet=True)
     with torch.no_grad():
         x = r.generator(r.latent.unsqueeze(0))
     # x_bp = x + A^+(y - A x) with the dense pseudo-inverse as the reference; A has full row rank, so A x_bp = y.

@@ -392,10 +392,10 @@ def test_input_checks(fmnist_metric):
 
 
 def test_available_metrics_and_unknown_name():
-    assert available_metrics() == ("default", "fmnist", "lpips-alex", "lpips-vgg", "lpips-squeeze", "pixel")
+    assert available_metrics() == ("default", "fmnist", "effnet", "lpips-alex", "lpips-vgg", "lpips-squeeze", "pixel")
     with pytest.raises(MetricError) as info:
         load_metric("ssim")
-    names = "default, fmnist, lpips-alex, lpips-vgg, lpips-squeeze, pixel"
+    names = "default, fmnist, effnet, lpips-alex, lpips-vgg, lpips-squeeze, pixel"
     assert str(info.value) == f"unknown metric 'ssim'; expected one of {names}"
     assert isinstance(load_metric("pixel"), PixelMetric)
 

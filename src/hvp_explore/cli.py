@@ -102,6 +102,8 @@ problem_options = _options(
     click.option("--measurements", "m", type=int, default=None, help="Compressed sensing: number of measurements m."),
     click.option("--from-clean", is_flag=True, help="INPUT is a clean image: synthesise the observation from it."),
     click.option("--noise", type=float, default=0.0, show_default=True, help="With --from-clean: noise std on the [0, 1] scale."),
+    click.option("--resize", is_flag=True, help="Fit an INPUT (and a --mask) of another size: centre crop to the aspect ratio, then "
+                                                "Lanczos to the size expected (stated in the output)."),
 )
 
 iagan_option = click.option(
@@ -132,11 +134,11 @@ def _load(generator: str, device: str):
     return load_generator(generator, device=device)
 
 
-def _observation(input_path: Path, G, *, problem, factor, kernel, mask, box, m, from_clean, noise, seed, quiet):
+def _observation(input_path: Path, G, *, problem, factor, kernel, mask, box, m, from_clean, noise, resize, seed, quiet):
     from .observation import load_observation
 
     obs = load_observation(input_path, image_shape=tuple(G.image_shape), problem=problem, factor=factor, kernel=kernel, box=box,
-                           mask=mask, m=m, from_clean=from_clean, noise=noise, seed=seed)
+                           mask=mask, m=m, from_clean=from_clean, noise=noise, seed=seed, resize=resize)
     for notice in obs.notices:
         _say(quiet, f"[yellow]notice:[/] {notice}")
     return obs
@@ -188,7 +190,7 @@ def generators_cmd():
 @gauss_newton_option
 @iagan_option
 @click.option("--back-projection", is_flag=True, help="Back-project the final image onto the measurements (IAGAN).")
-def invert(input_path, problem, factor, kernel, mask, box, m, from_clean, noise, generator, device, seed, out, overwrite, quiet,
+def invert(input_path, problem, factor, kernel, mask, box, m, from_clean, noise, resize, generator, device, seed, out, overwrite, quiet,
            tau, restarts, steps, lr, prior, gauss_newton, iagan, back_projection):
     """Find a first solution of INPUT by GAN inversion (CSGM, optionally IAGAN)."""
     from .inversion import invert as run_invert
@@ -199,7 +201,7 @@ def invert(input_path, problem, factor, kernel, mask, box, m, from_clean, noise,
     check_output_dir(out, overwrite=overwrite)
     G = _load(generator, device)
     obs = _observation(input_path, G, problem=problem, factor=factor, kernel=kernel, mask=mask, box=box, m=m,
-                       from_clean=from_clean, noise=noise, seed=seed, quiet=quiet)
+                       from_clean=from_clean, noise=noise, resize=resize, seed=seed, quiet=quiet)
     options = {k: v for k, v in {"restarts": restarts, "steps": steps, "lr": lr}.items() if v is not None}
     result = run_invert(G, obs.forward.to(device), obs.y.to(device), tau=tau, prior=prior, iagan=IAGAN[iagan],
                         gauss_newton=IAGAN[gauss_newton],
@@ -223,7 +225,7 @@ def invert(input_path, problem, factor, kernel, mask, box, m, from_clean, noise,
 @click.option("--batch", type=int, default=1, show_default=True, help="Runs optimised together (1 = one after another, as PULSE).")
 @click.option("--steps", type=int, default=100, show_default=True)
 @click.option("--lr", type=float, default=0.4, show_default=True)
-def pulse(input_path, problem, factor, kernel, mask, box, m, from_clean, noise, generator, device, seed, out, overwrite, quiet, tau,
+def pulse(input_path, problem, factor, kernel, mask, box, m, from_clean, noise, resize, generator, device, seed, out, overwrite, quiet, tau,
           num, batch, steps, lr):
     """The PULSE baseline: N independent inversions from random latents on the sphere."""
     from .pipeline import write_pulse
@@ -236,7 +238,7 @@ def pulse(input_path, problem, factor, kernel, mask, box, m, from_clean, noise, 
     check_output_dir(out, overwrite=overwrite)
     G = _load(generator, device)
     obs = _observation(input_path, G, problem=problem, factor=factor, kernel=kernel, mask=mask, box=box, m=m,
-                       from_clean=from_clean, noise=noise, seed=seed, quiet=quiet)
+                       from_clean=from_clean, noise=noise, resize=resize, seed=seed, quiet=quiet)
     result = run_pulse(G, obs.forward.to(device), obs.y.to(device), num, steps=steps, lr=lr, eps=tau, batch=batch, seed=seed,
                        quiet=quiet)
     problem_state = _problem_state(obs, problem=problem, factor=factor, kernel=kernel, box=box, m=m, seed=seed)
@@ -253,7 +255,8 @@ def _check_k(name: str, k, n: int) -> None:
 
 
 eigen_options = _options(
-    click.option("--metric", default="default", show_default=True, help="Perceptual metric (see 'hvp-explore generators')."),
+    click.option("--metric", default="auto", show_default=True,
+                 help="Perceptual metric (see 'hvp-explore generators'); auto = fmnist for the default generator, effnet otherwise."),
     click.option("--k", "k", type=int, default=None, help="H_X eigenpairs (e-GLASS starts at v^k; default 10; beyond 2k solutions the directions are combinations)."),
     click.option("--k-y", "k_y", type=int, default=None, help="H_Y eigenpairs (default: its whole range m when m < n, else n/16)."),
     click.option("--solver", type=click.Choice(["auto", "dense", "jacobian", "arpack", "lanczos", "lobpcg", "block-krylov"]),
@@ -291,7 +294,7 @@ def eig(run_dir, metric, k, k_y, solver, tol, device, seed, out, overwrite, quie
     n = z0.numel()
     _check_k("--k", k, n)
     _check_k("--k-y", k_y, n)
-    metric_fn = _metric(metric, device)
+    metric, metric_fn = _metric(metric, device, generator=state.generator, image_shape=tuple(state.image.shape[-3:]))
     with progress_bar("eigenpairs", 2, quiet=quiet) as bar:
         bar.advance(0, status="H_Y")
         H_Y = measurement_hessian(G, forward, z0)
@@ -387,7 +390,7 @@ def render(proj_dir, tau, eta_max, num, device, out, overwrite, quiet):
 class _ExploreJob:
     """One exploration setup (generator and metric loaded once), run on one or many inputs."""
 
-    def __init__(self, *, problem, factor, kernel, mask, box, m, from_clean, noise, generator, device, seed, quiet, tau, metric,
+    def __init__(self, *, problem, factor, kernel, mask, box, m, from_clean, noise, resize, generator, device, seed, quiet, tau, metric,
                  k, k_y, solver, tol, mode, num, threshold, eps, eta_max, iagan, max_memory, restarts=None, steps=None,
                  gauss_newton="auto"):
         for name, value in (("--tau", tau), ("--tol", tol), ("--eta-max", eta_max), ("--eps", eps)):
@@ -397,11 +400,11 @@ class _ExploreJob:
         n = self.G.latent_dim
         _check_k("--k", k, n)
         _check_k("--k-y", k_y, n)
-        self.metric_fn = _metric(metric, device)
+        self.metric, self.metric_fn = _metric(metric, device, generator=generator, image_shape=tuple(self.G.image_shape))
         self.budget = _memory_budget(max_memory, device)
         self.invert_options = {"iagan": IAGAN[iagan], "gauss_newton": IAGAN[gauss_newton],
                                **{k_: v for k_, v in (("restarts", restarts), ("steps", steps)) if v is not None}}
-        self.o = dict(problem=problem, factor=factor, kernel=kernel, mask=mask, box=box, m=m, from_clean=from_clean, noise=noise,
+        self.o = dict(problem=problem, factor=factor, kernel=kernel, mask=mask, box=box, m=m, from_clean=from_clean, noise=noise, resize=resize,
                       generator=generator, device=device, seed=seed, quiet=quiet, tau=tau, metric=metric, k=k, k_y=k_y, solver=solver,
                       tol=tol, mode=mode, num=num, threshold=threshold, eps=eps, eta_max=eta_max, iagan=iagan)
 
@@ -412,13 +415,13 @@ class _ExploreJob:
         o = self.o
         quiet = o["quiet"] if quiet is None else quiet
         obs = _observation(input_path, self.G, problem=o["problem"], factor=o["factor"], kernel=o["kernel"], mask=o["mask"], box=o["box"],
-                           m=o["m"], from_clean=o["from_clean"], noise=o["noise"], seed=o["seed"], quiet=quiet)
+                           m=o["m"], from_clean=o["from_clean"], noise=o["noise"], resize=o["resize"], seed=o["seed"], quiet=quiet)
         result = explore(self.G, obs.forward.to(o["device"]), obs.y.to(o["device"]), metric=self.metric_fn, num_solutions=o["num"],
                          mode=o["mode"], k_y=o["k_y"], K=o["k"], threshold=o["threshold"],
                          eps=o["eps"], tau=o["tau"], eta_max=o["eta_max"], solver=o["solver"], tol=o["tol"],
                          invert_options=self.invert_options, max_memory=self.budget, seed=o["seed"], quiet=quiet)
         with atomic_output_dir(out, overwrite=overwrite, marker={"command": _command_line()}) as tmp:
-            return write_exploration(tmp, result, obs, generator=o["generator"], metric=o["metric"], command=_command_line())
+            return write_exploration(tmp, result, obs, generator=o["generator"], metric=self.metric, command=_command_line())
 
 
 def _memory_budget(max_memory: str, device: str) -> int | None:
@@ -476,26 +479,36 @@ def explore_cmd(input_path, **options):
     _explore_run(input_path, **options)
 
 
+#: The demo's observations: (sample kind, inpainting box) per demo generator. The faces' box is the eyes band.
+_DEMOS = {"faces": ("faces", "0,18,64,16"), "default": ("fashion-mnist", "8,8,16,16")}
+
+
 @cli.command()
-@click.option("--out", "out", type=click.Path(path_type=Path), default=Path("hvp-explore-demo"), show_default=True)
-@click.option("--problem", type=click.Choice(["sr", "inpaint"]), default="sr", show_default=True)
+@click.option("--generator", type=click.Choice(list(_DEMOS)), default="faces", show_default=True,
+              help="faces: a shipped face (generated from a fixed seed), x4 from 16x16; default: a Fashion-MNIST sample.")
+@click.option("--problem", type=click.Choice(["sr", "inpaint"]), default="sr", show_default=True,
+              help="Super-resolution x4, or inpainting of a band (the eyes of a face, the centre of a garment).")
 @click.option("--sample", type=int, default=0, show_default=True, help="Which shipped sample (0-based).")
-@click.option("--quiet", is_flag=True)
-def demo(out, problem, sample, quiet):
-    """The main job, offline: explore 10 solutions of a shipped Fashion-MNIST sample with the embedded default."""
+@click.option("--out", "out", type=click.Path(path_type=Path), default=Path("hvp-explore-demo"), show_default=True,
+              help="Output folder (written atomically).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@click.option("--quiet", is_flag=True, help="No progress bars or messages.")
+def demo(generator, problem, sample, out, overwrite, quiet):
+    """The main job, offline: explore 10 solutions of a shipped face (or, with --generator default, a Fashion-MNIST sample)."""
     from .data import sample_paths
     from .explore import DEFAULT_TOL
 
-    paths = sample_paths()
+    kind, band = _DEMOS[generator]
+    paths = sample_paths(kind)
     if not 0 <= sample < len(paths):
         raise UserError(f"--sample must be between 0 and {len(paths) - 1}, got {sample}")
-    box = "8,8,16,16" if problem == "inpaint" else None
-    _say(quiet, f"demo: {'super-resolution x4' if problem == 'sr' else 'central-box inpainting'} of {paths[sample].name} "
-                "with the embedded Fashion-MNIST DCGAN (offline)")
+    box = band if problem == "inpaint" else None
+    what = "super-resolution x4" if problem == "sr" else f"inpainting of the box {band}"
+    _say(quiet, f"demo: {what} of {paths[sample].name} with the {generator} generator (offline)")
     _explore_run(paths[sample], problem=problem, factor=4, kernel="area", mask=None, box=box, m=None, from_clean=True, noise=0.0,
-                 generator="default", device="cpu", seed=0, out=out, overwrite=False, quiet=quiet, tau=2e-3, metric="default", k=None,
-                 k_y=None, solver="auto", tol=DEFAULT_TOL, mode="eglass", num=10, threshold=0.05, eps=1e-3, eta_max=None, iagan="auto",
-                 max_memory="auto")
+                 resize=False, generator=generator, device="cpu", seed=0, out=out, overwrite=overwrite, quiet=quiet, tau=2e-3,
+                 metric="auto", k=None, k_y=None, solver="auto", tol=DEFAULT_TOL, mode="eglass", num=10, threshold=0.05, eps=1e-3,
+                 eta_max=None, iagan="auto", max_memory="auto")
 
 
 @cli.command()
@@ -541,10 +554,14 @@ def bench_solutions(args):
     bench_main(list(args), root=Path.cwd())
 
 
-def _metric(name: str, device: str):
-    from .metrics import load_metric
+def _metric(name: str, device: str, *, generator: str, image_shape: tuple[int, int, int]):
+    """(resolved name, metric): ``auto`` is the generator's default; a metric that cannot take its images stops here."""
+    from .metrics import default_metric, load_metric
 
-    return load_metric(name, device=device)
+    name = default_metric(generator) if name == "auto" else name
+    metric = load_metric(name, device=device)
+    metric.check_image_shape(image_shape)
+    return name, metric
 
 
 @cli.command()

@@ -1,4 +1,4 @@
-"""Fashion-MNIST from Debian's ``dataset-fashion-mnist`` package, and the shipped sample images."""
+"""Fashion-MNIST from Debian's ``dataset-fashion-mnist`` package, the shipped sample images, and a test photograph."""
 
 from __future__ import annotations
 
@@ -48,7 +48,31 @@ def load_fashion_mnist(split: str = "train", root: Path | str = FASHION_MNIST_DI
     return images, labels
 
 
-def sample_paths() -> list[Path]:
-    """The shipped Fashion-MNIST test-split samples (PNG, 32x32 grayscale), sorted by name."""
-    folder = resources.files("hvp_explore") / "assets" / "samples"
+def sample_paths(kind: str = "fashion-mnist") -> list[Path]:
+    """The shipped samples (PNG), sorted by name.
+
+    Args:
+        kind: ``"fashion-mnist"``: 10 Fashion-MNIST test-split images (32x32 grayscale);
+            ``"faces"``: faces (64x64 RGB) *generated* by the ``faces`` generator from fixed seeds
+            (in its range by construction; see docs/model-card.md for how they were made).
+    """
+    folders = {"fashion-mnist": "samples", "faces": "faces"}
+    if kind not in folders:
+        raise ValueError(f"kind must be one of {', '.join(folders)}, got {kind!r}")
+    folder = resources.files("hvp_explore") / "assets" / folders[kind]
     return sorted(Path(str(p)) for p in folder.iterdir() if p.name.endswith(".png"))
+
+
+def photo_path() -> Path:
+    """A real photograph of a face: ``grace_hopper.jpg`` (512x600 RGB), shipped with matplotlib's sample data.
+
+    The official US Navy portrait of Rear Admiral Grace M. Hopper (public domain). It is out of the
+    face generator's distribution (a photograph, not a rendered face) and is the classic test image
+    of ImageNet classifiers ("military uniform").
+    """
+    import matplotlib
+
+    path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: matplotlib's sample data is missing (reinstall matplotlib)")
+    return path

@@ -29,6 +29,7 @@ from .curvature import measurement_hessian, perceptual_hessian
 from .eigen import EigenResult, top_eigenpairs
 from .generalized import top_generalized_eigenpairs
 from .inversion import InversionResult, invert
+from .images import quantize
 from .memory import batch_limit, fit_block_size
 from .problems import DEFAULT_TAU, measurement_mse
 
@@ -55,6 +56,8 @@ __all__ = [
     "combine_directions",
     "default_eta_max",
     "num_directions",
+    "deliver",
+    "DELIVERY_MARGIN",
 ]
 
 MODES = ("eglass", "generalized", "raw")
@@ -167,7 +170,8 @@ class Step:
             ``"no-step"`` (even the smallest tried step was infeasible), ``"unrefined"``
             (bracketed but the round budget ended first; still feasible), or, for a predicted step
             (:func:`predicted_steps`), ``"predicted"`` (feasible at the predicted step) or
-            ``"backtracked"`` (feasible after shrinking it).
+            ``"backtracked"`` (feasible after shrinking it). A solution whose step :func:`deliver`
+            shortened so that its 8-bit image meets tau gets ``"shrunk"``.
         evaluations: Forward passes spent on this signed direction.
         eta_infeasible: The smallest tried step beyond ``eta`` that broke feasibility (``inf`` if none).
     """
@@ -374,6 +378,52 @@ def predicted_steps(generator: Callable, forward: Callable, y: torch.Tensor, z0:
     return steps, best
 
 
+#: The step searches aim at ``tau * (1 - DELIVERY_MARGIN)``: rounding a solution to the 8 bits of its PNG moves its
+#: measurement MSE by a fraction of a percent (at most 0.4% of tau in 60 held-out solutions), so the saved file
+#: still meets tau; :func:`deliver` checks every file and shortens the rare step that does not.
+DELIVERY_MARGIN = 0.01
+
+
+def deliver(generator: Callable, forward: Callable, y: torch.Tensor, z0: torch.Tensor, directions: torch.Tensor, etas: torch.Tensor,
+            images: torch.Tensor, *, tau: float, shrink: float = 0.9, max_rounds: int = 20,
+            chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""The solutions as they are saved: 8-bit images, each meeting ``tau`` when measured from the file.
+
+    Each image is rounded to 8 bits (:func:`~hvp_explore.images.quantize`) and its measurement MSE
+    recomputed; where the rounding took it over ``tau``, the step is shortened by ``shrink``
+    (:math:`\eta \leftarrow 0.9 \eta`, one batched forward pass per round over the offending solutions)
+    until the rounded image meets ``tau``, for at most ``max_rounds`` rounds.
+
+    Args:
+        generator, forward, y, z0: As in :func:`feasible_steps`.
+        directions: (n, P) unit directions, already signed.
+        etas: (P,) positive steps along them.
+        images: (P, C, H, W) images at those steps.
+        tau: Feasibility threshold on the measurement MSE of the saved image.
+
+    Returns:
+        ``(images, mses, etas, shrunk)``: the 8-bit images (in [-1, 1]), their measurement MSEs
+        (float64), the steps that produced them, and which steps were shortened.
+    """
+    z0 = as_latent(z0)
+    D = directions.to(z0.dtype).T  # (P, n)
+    etas = etas.to(torch.float64).clone()
+    with frozen_modules(generator, forward), torch.no_grad():
+        images = quantize(images)
+        mses = torch.cat([measurement_mse(forward, images[i : i + chunk], y) for i in range(0, images.shape[0], chunk)]).to(torch.float64)
+        shrunk = torch.zeros(etas.shape, dtype=torch.bool)
+        for _ in range(max_rounds):
+            bad = (mses > tau).nonzero().flatten()
+            if bad.numel() == 0:
+                break
+            etas[bad] *= shrink
+            shrunk[bad] = True
+            fresh, _ = _mse_of(generator, forward, y, z0 + etas[bad].to(z0.dtype)[:, None] * D[bad], chunk=chunk)
+            images[bad] = quantize(fresh)
+            mses[bad] = measurement_mse(forward, images[bad], y).to(torch.float64)
+    return images, mses, etas, shrunk
+
+
 # --- distances -------------------------------------------------------------------------------------
 
 def pairwise_distances(metric: Callable, images: torch.Tensor, *, chunk: int = 256) -> torch.Tensor:
@@ -384,6 +434,8 @@ def pairwise_distances(metric: Callable, images: torch.Tensor, *, chunk: int = 2
     N^2 distances; a plain callable is evaluated on every pair.
     """
     N = images.shape[0]
+    if N == 0:
+        return torch.zeros(0, 0, dtype=torch.float64)
     with frozen_modules(metric), torch.no_grad():
         if callable(getattr(metric, "residual", None)):
             ref = images[:1]
@@ -435,6 +487,8 @@ class ExplorationResult:
 
     Attributes:
         inversion: The first solution.
+        first_image: The first solution's image as saved (8-bit, in [-1, 1]), (C, H, W).
+        first_mse: Its measurement MSE ([0, 1] scale), the number reported for ``first_solution.png``.
         eig_y, eig_x: Top eigenpairs of H_Y and H_X.
         pencil: Top pencil eigenpairs (``mode="generalized"`` only).
         directions: The directions used, in order.
@@ -446,6 +500,8 @@ class ExplorationResult:
     """
 
     inversion: InversionResult
+    first_image: torch.Tensor
+    first_mse: float
     eig_y: EigenResult
     eig_x: EigenResult
     pencil: EigenResult | None
@@ -579,12 +635,14 @@ def make_directions(mode: str, eig_y: EigenResult, eig_x: EigenResult | None, *,
 def render_solutions(generator: Callable, forward: Callable, y: torch.Tensor, z0: torch.Tensor, first_image: torch.Tensor,
                      directions: list[Direction], *, metric: Callable, num_solutions: int, tau: float = DEFAULT_TAU,
                      eta_max: float, chunk: int | None = None) -> tuple[list[Solution], list[dict], torch.Tensor, dict]:
-    """Feasible steps along both signs of every direction, then perceptual distances.
+    """Feasible steps along both signs of every direction, the solutions as saved (8-bit), then perceptual distances.
 
     Eigenvector directions get the largest feasible step (:func:`feasible_steps`). Combinations of
     them (:func:`combine_directions`) start from the step the eigenvector directions' steps predict
     (:func:`ellipsoid_steps`) and backtrack only when it is infeasible (:func:`predicted_steps`), so one
-    more solution usually costs one forward pass.
+    more solution usually costs one forward pass. Both aim at ``tau * (1 - DELIVERY_MARGIN)``;
+    :func:`deliver` then rounds the chosen images to 8 bits and checks them against ``tau`` itself,
+    so every solution's image and measurement MSE are those of the PNG that is saved.
 
     Solutions alternate signs direction by direction (``+v10, -v10, +v9, ...``) up to
     ``num_solutions``; signed directions with no feasible step are reported in ``rejected``. ``chunk``
@@ -605,7 +663,8 @@ def render_solutions(generator: Callable, forward: Callable, y: torch.Tensor, z0
         raise ValueError("combinations must follow the eigenvector directions they combine")
     D = torch.stack([d.vector for d in directions], dim=1)
     nb, nc = len(base), len(combos)
-    base_steps, base_images = feasible_steps(generator, forward, y, z0, torch.cat([D[:, :nb], -D[:, :nb]], dim=1), tau=tau,
+    target = tau * (1 - DELIVERY_MARGIN)
+    base_steps, base_images = feasible_steps(generator, forward, y, z0, torch.cat([D[:, :nb], -D[:, :nb]], dim=1), tau=target,
                                              eta_max=eta_max, chunk=chunk)
     combo_steps, combo_images = [], base_images[:0]
     if combos:
@@ -619,11 +678,12 @@ def render_solutions(generator: Callable, forward: Callable, y: torch.Tensor, z0
         guesses = torch.cat([ellipsoid_steps(C, eta_plus, eta_minus), ellipsoid_steps(-C, eta_plus, eta_minus)])
         Dc = D[:, nb:]
         combo_steps, combo_images = predicted_steps(generator, forward, y, z0, torch.cat([Dc, -Dc], dim=1),
-                                                    guesses, tau=tau, eta_max=eta_max, chunk=chunk)
+                                                    guesses, tau=target, eta_max=eta_max, chunk=chunk)
     # column i is +directions[i], column count + i is -directions[i]; base directions come first
     steps = base_steps[:nb] + combo_steps[:nc] + base_steps[nb:] + combo_steps[nc:]
     images = torch.cat([base_images[:nb], combo_images[:nc], base_images[nb:], combo_images[nc:]])
-    timings["steps"] = time.perf_counter() - t0
+    search_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
     chosen, rejected = [], []
     for i in (i for pair in zip(range(count), range(count, 2 * count)) for i in pair):
         label = ("+" if i < count else "-") + directions[i % count].label
@@ -631,18 +691,23 @@ def render_solutions(generator: Callable, forward: Callable, y: torch.Tensor, z0
             rejected.append({"direction": label, "status": steps[i].status, "measurement_mse": steps[i].measurement_mse})
         elif len(chosen) < num_solutions:
             chosen.append((i, label))
+    columns = [i for i, _ in chosen]
+    signs = torch.tensor([1.0 if i < count else -1.0 for i in columns], dtype=torch.float64)
+    sol_images, sol_mses, sol_etas, shrunk = deliver(generator, forward, y, z0, D[:, [i % count for i in columns]].to(torch.float64) * signs,
+                                                     torch.tensor([steps[i].eta for i in columns], dtype=torch.float64),
+                                                     images[columns], tau=tau, chunk=chunk)
+    timings["steps"] = search_seconds + time.perf_counter() - t0
     t0 = time.perf_counter()
-    sol_images = images[[i for i, _ in chosen]]
     dist = pairwise_distances(metric, torch.cat([first_image.reshape(1, *sol_images.shape[1:]).to(sol_images.dtype), sol_images]),
                               chunk=chunk)
     timings["distances"] = time.perf_counter() - t0
     solutions = []
     for row, (i, label) in enumerate(chosen):
-        step = steps[i]
-        eta = step.eta if i < count else -step.eta
+        eta = float(sol_etas[row]) if i < count else -float(sol_etas[row])
+        mse = float(sol_mses[row])
         solutions.append(Solution(latent=z0 + eta * directions[i % count].vector.to(z0.dtype), image=sol_images[row],
-                                  direction=label, eta=eta, measurement_mse=step.measurement_mse, feasible=step.feasible,
-                                  perceptual_distance=float(dist[0, row + 1]), status=step.status))
+                                  direction=label, eta=eta, measurement_mse=mse, feasible=mse <= tau,
+                                  perceptual_distance=float(dist[0, row + 1]), status="shrunk" if shrunk[row] else steps[i].status))
     return solutions, rejected, dist[1:, 1:], timings
 
 
@@ -734,7 +799,10 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
                                              eps=eps, tol=tol, seed=seed)
         timings["directions"] = time.perf_counter() - t0
         bar.advance(status="feasible steps")
-        solutions, rejected, pairwise, stage_times = render_solutions(G, forward, y, z0, inversion.image, directions,
+        with torch.no_grad():
+            first_image = quantize(inversion.image.reshape(1, *inversion.image.shape[-3:]))
+            first_mse = float(measurement_mse(forward, first_image, y)[0])
+        solutions, rejected, pairwise, stage_times = render_solutions(G, forward, y, z0, first_image, directions,
                                                                       metric=metric, num_solutions=num_solutions, tau=tau,
                                                                       eta_max=eta_max, chunk=batch)
         timings.update(stage_times)
@@ -744,6 +812,6 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
     settings = {"mode": mode, "num_solutions": num_solutions, "k_y": k_y, "k_x": eig_x.k, "K": K,
                 "threshold": threshold, "eps": eps, "tau": tau, "eta_max": eta_max, "solver": solver, "tol": tol, "seed": seed,
                 "m": m, "n": n, "max_memory": max_memory, "block_sizes": block_sizes}
-    return ExplorationResult(inversion=inversion, eig_y=eig_y, eig_x=eig_x, pencil=pencil, directions=tuple(directions),
+    return ExplorationResult(inversion=inversion, first_image=first_image[0], first_mse=first_mse, eig_y=eig_y, eig_x=eig_x, pencil=pencil, directions=tuple(directions),
                              solutions=tuple(solutions), pairwise=pairwise, timings=timings, settings=settings,
                              rejected=tuple(rejected))

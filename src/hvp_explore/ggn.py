@@ -69,24 +69,28 @@ class GaussNewtonOperator(CurvatureOperator):
         return self._batched_vjp(self._batched_jvp(V.T.contiguous())).T
 
     def jacobian(self, *, block_size: int | None = None) -> torch.Tensor:
-        r"""The full Jacobian :math:`J_r(z_0)` (m, n) by m batched vector-Jacobian products.
+        r"""The full Jacobian :math:`J_r(z_0)` (m, n), by whichever of its sides is shorter.
 
-        When the residual is short (super-resolution x4 of a 32x32 image: m = 64) this is the
-        cheapest exact route to the whole spectrum: :math:`G = J^T J`, whose eigenpairs are the
-        squared singular values and right singular vectors of ``J``. Counts ``m`` toward
-        ``num_matvecs`` (a vjp is half a Gauss-Newton product).
+        When the residual is short (super-resolution x4 of a 32x32 image: m = 64) its m rows are
+        m batched vector-Jacobian products; when the latent is shorter (the 100-d face generator
+        under a 768-number observation) its n columns are n batched Jacobian-vector products.
+        Either way this is the cheapest exact route to the whole spectrum: :math:`G = J^T J`, whose
+        eigenpairs are the squared singular values and right singular vectors of ``J``. Counts
+        ``min(m, n)`` toward ``num_matvecs`` (a vjp or a jvp is half a Gauss-Newton product).
         """
-        m = self.residual_dim
-        step = block_size or self.block_size or m
-        rows = []
+        m, n = self.residual_dim, self.shape[0]
+        size = min(m, n)
+        step = block_size or self.block_size or size
+        by_rows = m <= n
+        parts = []
         with frozen_modules(*self._modules):
-            for start in range(0, m, step):
-                eye = torch.zeros(min(step, m - start), m, dtype=self._dtype, device=self._device)
+            for start in range(0, size, step):
+                eye = torch.zeros(min(step, size - start), size, dtype=self._dtype, device=self._device)
                 eye[:, start : start + eye.shape[0]].fill_diagonal_(1.0)
-                rows.append(self._batched_vjp(eye).detach())
+                parts.append((self._batched_vjp(eye) if by_rows else self._batched_jvp(eye)).detach())
                 self.num_calls += 1
-        self.num_matvecs += m
-        J = torch.cat(rows, dim=0)
+        self.num_matvecs += size
+        J = torch.cat(parts, dim=0) if by_rows else torch.cat(parts, dim=0).T
         if not torch.isfinite(J).all():
             raise NonFiniteError(f"{self.name}: the Jacobian contains NaN or inf")
         return J

@@ -131,6 +131,55 @@ def load_image(path: Path | str, *, channels: int | None = None, dtype: torch.dt
     return (tensor * 2.0 - 1.0).to(dtype)
 
 
+def center_crop(img: torch.Tensor, aspect: float = 1.0) -> torch.Tensor:
+    """The largest centred crop of an image (..., H, W) with width / height = ``aspect`` (a square by default).
+
+    When the excess is odd, the extra row or column is dropped at the end.
+    """
+    h, w = img.shape[-2:]
+    if w >= h * aspect:
+        ch, cw = h, max(1, round(h * aspect))
+    else:
+        ch, cw = max(1, round(w / aspect)), w
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return img[..., top : top + ch, left : left + cw]
+
+
+def crop_resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Centre-crop an image (C, H, W) in [-1, 1] to the aspect of ``size`` = (h, w), then resize it with Lanczos.
+
+    This is what ``--resize`` does to an input whose size differs from the one expected: for a
+    square target, the largest centred square, then Lanczos to ``h x w``. The resampling is
+    Pillow's Lanczos (a = 3, antialiased when shrinking) on each channel in floating point
+    (mode ``F``), so no 8-bit rounding is added; the kernel's overshoot at edges is clamped back
+    to [-1, 1].
+
+    Raises:
+        ValueError: ``img`` is not (C, H, W) or ``size`` is not two positive integers.
+    """
+    size = tuple(size)
+    if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size):
+        raise ValueError(f"size must be two positive integers (h, w), got {size!r}")
+    if img.dim() != 3:
+        raise ValueError(f"expected an image (C, H, W), got shape {tuple(img.shape)}")
+    h, w = size
+    cropped = center_crop(img, w / h).detach().to("cpu", torch.float32)
+    if tuple(cropped.shape[-2:]) == (h, w):
+        return cropped.to(img.dtype)
+    channels = [Image.fromarray(c.numpy(), mode="F").resize((w, h), Image.Resampling.LANCZOS) for c in cropped]
+    out = torch.from_numpy(np.stack([np.asarray(c, dtype=np.float32) for c in channels]))
+    return out.clamp(-1.0, 1.0).to(img.dtype)
+
+
+def crop_resize_mask(missing: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The mask (H, W) of :func:`crop_resize`: the same centre crop, then nearest-neighbour resizing (stays boolean)."""
+    h, w = size
+    cropped = center_crop(missing, w / h)
+    rows = (torch.arange(h) * cropped.shape[0]) // h
+    cols = (torch.arange(w) * cropped.shape[1]) // w
+    return cropped[rows][:, cols]
+
+
 def load_mask(path: Path | str) -> torch.Tensor:
     """Load an inpainting mask PNG: white (>= 128 after conversion to gray) marks MISSING pixels.
 
@@ -166,6 +215,15 @@ def to_uint8(img: torch.Tensor) -> torch.Tensor:
     if torch.isnan(img).any():
         raise ValueError("image contains NaN values: cannot convert to 8-bit pixels")
     return torch.round((img.clamp(-1.0, 1.0) + 1.0) * 127.5).to(torch.uint8)
+
+
+def quantize(img: torch.Tensor) -> torch.Tensor:
+    """The image an 8-bit file of ``img`` holds, back in [-1, 1]: ``to_uint8(img) / 127.5 - 1``, same dtype and device.
+
+    Saving the result with :func:`save_image` and loading it with :func:`load_image` gives it back
+    exactly, so a measurement computed on it is the one a reader of the file recomputes.
+    """
+    return (to_uint8(img).to(torch.float64) / 127.5 - 1.0).to(device=img.device, dtype=img.dtype)
 
 
 def upscale_nearest(img: torch.Tensor, scale: int) -> torch.Tensor:

@@ -14,11 +14,14 @@ well under the feasibility threshold tau, so an exploration around the solution 
 before it leaves the feasible set.
 
 **Gauss-Newton refinement** (when the measurements are no more than the latent dimensions, m <= n:
-super-resolution, compressed sensing): CSGM hands over as soon as a restart is feasible (MSE < tau) and
-Levenberg-Marquardt takes it below ``tau * stop_factor``. Its minimum-norm step
-:math:`\delta = -J^T (J J^T + \mu s I)^{-1} r` uses the exact Jacobian of the measurements (m
-vector-Jacobian products in one batch, as the ``jacobian`` eigensolver does) and converges in a few
-steps where Adam spends most of its iterations on the last factor of four (docs/inversion.md).
+super-resolution and compressed sensing on the default generator; or when the latent is short, n <=
+:data:`GAUSS_NEWTON_MAX_LATENT`: every problem of the 100-d face generator):
+CSGM hands over as soon as a restart is feasible (MSE < tau), or after its last step, and
+Levenberg-Marquardt takes the best restart below ``tau * stop_factor``. Its damped step
+:math:`\delta = -(J^T J + \mu s I)^{-1} J^T r` uses the exact Jacobian of the measurements
+(min(m, n) batched vector-Jacobian or Jacobian-vector products, as the ``jacobian`` eigensolver does)
+and converges in a few steps where Adam spends most of its iterations on the last factor of four
+(docs/inversion.md).
 
 **IAGAN** (Abu Hussein, Tirer, Giryes, AAAI 2020): starting from the CSGM latent, jointly optimise z
 (Adam, lr 1e-4) and all parameters of a deep copy of G (lr 1e-3) on the same loss for 300 steps. The
@@ -44,10 +47,15 @@ from hvp_explore.priors import DEFAULT_TRUNCATION, _check_truncation, check_prio
 from hvp_explore.problems import measurement_mse
 
 DEFAULT_TAU = 2e-3
-DEFAULT_RESTARTS = 4
+DEFAULT_RESTARTS = 8
 DEFAULT_STEPS = 300
 DEFAULT_LR = 0.1
 DEFAULT_STOP_FACTOR = 0.25
+#: IAGAN's learning rate of the generator's parameters (Abu Hussein et al. 2020), for generators that declare none.
+DEFAULT_IAGAN_LR_G = 1e-3
+#: ``gauss_newton="auto"`` also refines when m > n if the latent has at most this many dimensions: the exact
+#: Jacobian then costs n <= 256 batched jvps (about as much as 25-60 CSGM steps) and the damped system is n x n.
+GAUSS_NEWTON_MAX_LATENT = 256
 
 
 @dataclass(frozen=True)
@@ -196,14 +204,16 @@ def _csgm(generator, forward, y, z0, *, steps, lr, prior, truncation, stop_mse, 
 
 
 def _gauss_newton(generator, forward, y, latent, *, target, trials, prior, truncation):
-    r"""Levenberg-Marquardt on the measurement residual from ``latent`` (m <= n), until MSE < ``target``.
+    r"""Levenberg-Marquardt on the measurement residual from ``latent``, until MSE < ``target``.
 
-    With :math:`r(z) = A G(z) - y` and its Jacobian J (m, n) the step is the damped minimum-norm
-    Gauss-Newton step :math:`\delta = -J^T (J J^T + \mu s I)^{-1} r`, :math:`s = \operatorname{tr}(J J^T) / m`.
-    A step that lowers the MSE is kept (then :math:`\mu \leftarrow \mu / 10` and J is recomputed at the
-    new point); otherwise :math:`\mu \leftarrow 10 \mu` and the step is retried with the same J. Every
-    step lies in the row space of J, so on a generator that is affine in z the iterates converge to the
-    closest point to ``latent`` with :math:`A G(z) = y`.
+    With :math:`r(z) = A G(z) - y` and its exact Jacobian J (m, n) the step is the damped
+    Gauss-Newton step :math:`\delta = -(J^T J + \mu s I)^{-1} J^T r = -J^T (J J^T + \mu s I)^{-1} r`,
+    :math:`s = \lVert J \rVert_F^2 / \min(m, n)`, solved in whichever form is smaller (n x n when the
+    measurements outnumber the latent dimensions, m x m otherwise). A step that lowers the MSE is kept
+    (then :math:`\mu \leftarrow \mu / 10` and J is recomputed at the new point); otherwise
+    :math:`\mu \leftarrow 10 \mu` and the step is retried with the same J. Every step lies in the row
+    space of J, so on a generator that is affine in z the iterates converge to the closest point to
+    ``latent`` with :math:`A G(z) = y` when m <= n, and to the least-squares point when m > n.
 
     Returns:
         ``(latent, mse, history, accepted)`` with the MSE of every accepted step in ``history``.
@@ -219,10 +229,14 @@ def _gauss_newton(generator, forward, y, latent, *, target, trials, prior, trunc
             J = measurement_hessian(generator, forward, z).jacobian().to(torch.float64)
             with torch.no_grad():
                 r = (forward(generator(z[None])) - y).reshape(-1).to(torch.float64)
-            JJt = J @ J.T
-            scale = float(JJt.diagonal().mean())
-        eye = torch.eye(JJt.shape[0], dtype=torch.float64, device=JJt.device)
-        step = -(J.T @ torch.linalg.solve(JJt + mu * scale * eye, r))
+            tall = J.shape[0] > J.shape[1]
+            gram = J.T @ J if tall else J @ J.T
+            scale = float(gram.diagonal().mean())
+            eye = torch.eye(gram.shape[0], dtype=torch.float64, device=gram.device)
+        if tall:
+            step = -torch.linalg.solve(gram + mu * scale * eye, J.T @ r)
+        else:
+            step = -(J.T @ torch.linalg.solve(gram + mu * scale * eye, r))
         trial = z + step.to(z.dtype)
         if prior != "normal":
             trial = project_latents(prior, trial[None], truncation=truncation)[0]
@@ -237,11 +251,14 @@ def _gauss_newton(generator, forward, y, latent, *, target, trials, prior, trunc
     return z, mse, history, accepted
 
 
-def _iagan(generator: nn.Module, forward, y, latent, *, steps, lr_z, lr_g, quiet):
+def _iagan(generator: nn.Module, forward, y, latent, *, steps, lr_z, lr_g, stop_mse, quiet):
     """IAGAN: Adam on (z, all parameters of a deep copy of G); returns (copy, z, history) at the best iterate.
 
     Adam at lr 1e-3 on every parameter can raise the loss before lowering it, so the lowest-MSE
-    iterate seen (and the final one) is kept, never a worse one.
+    iterate seen (and the final one) is kept, never a worse one. The fine-tuning stops at the first
+    iterate below ``stop_mse`` (``tau * stop_factor``): fitting the measurements further only bends the
+    generator towards them (a 64x64 face generator driven to MSE 1e-7 on a photograph's 16x16 copy
+    paints blocky high frequencies the measurements cannot see; docs/inversion.md).
     """
     tuned = copy.deepcopy(generator)
     flags = [p.requires_grad for p in tuned.parameters()]
@@ -263,6 +280,8 @@ def _iagan(generator: nn.Module, forward, y, latent, *, steps, lr_z, lr_g, quiet
             history.append(float(mse.detach()[0]))
             if history[-1] < best[0]:
                 best = (history[-1], z.detach().clone(), {k: v.detach().clone() for k, v in tuned.state_dict().items()})
+            if history[-1] < stop_mse:
+                break
             opt.zero_grad(set_to_none=True)
             mse.sum().backward()
             opt.step()
@@ -301,7 +320,7 @@ def invert(
     iagan: bool | str = "auto",
     iagan_steps: int = 300,
     iagan_lr_z: float = 1e-4,
-    iagan_lr_g: float = 1e-3,
+    iagan_lr_g: float | None = None,
     back_projection: bool = False,
     init: torch.Tensor | None = None,
     latent_dim: int | None = None,
@@ -341,18 +360,21 @@ def invert(
         truncation: Threshold of the ``"truncated"`` prior.
         tau: Feasibility threshold on the measurement MSE (SPEC: 2e-3).
         stop_factor: The inversion stops once the best MSE is below ``tau * stop_factor``; in [0, 1].
-        gauss_newton: Refine with Levenberg-Marquardt once CSGM is feasible: ``True``, ``False``, or
-            ``"auto"`` (when the measurements are no more than the latent dimensions, m <= n, so that
-            the exact Jacobian costs m <= n vector-Jacobian products and J J^T is m x m). CSGM then
-            stops at ``tau``; if the refinement ends above ``tau * stop_factor``, CSGM resumes from it
-            with the steps it has left.
+        gauss_newton: Refine with Levenberg-Marquardt once CSGM is feasible (or has used its steps):
+            ``True``, ``False``, or ``"auto"`` (when m <= n, so that the exact Jacobian costs m <= n
+            vector-Jacobian products and the damped system is m x m, or when n <=
+            :data:`GAUSS_NEWTON_MAX_LATENT`, where it costs n Jacobian-vector products and the system is
+            n x n). CSGM then stops at ``tau``; if the refinement ends above ``tau * stop_factor``,
+            CSGM resumes from it with the steps it has left.
         gauss_newton_trials: Levenberg-Marquardt trial steps (accepted or not).
         iagan: Whether to fine-tune a copy of the generator after CSGM: ``True``, ``False``, or
             ``"auto"`` (only when CSGM's best MSE stays above ``tau``, e.g. large inpainting holes of
             images outside the generator's range; see docs/inversion.md).
         iagan_steps: Number of IAGAN Adam steps.
         iagan_lr_z: IAGAN learning rate of the latent.
-        iagan_lr_g: IAGAN learning rate of the generator's parameters.
+        iagan_lr_g: IAGAN learning rate of the generator's parameters; None takes the generator's own
+            ``iagan_lr_g`` attribute when it declares one (the face generator: 1e-4, see
+            docs/inversion.md), else :data:`DEFAULT_IAGAN_LR_G` (1e-3, IAGAN's published setting).
         back_projection: Whether to back-project the final image (needs ``forward.pinv``).
         init: Optional starting latents (R, n) or (n,) used instead of the seeded prior draws
             (then ``restarts`` is ignored).
@@ -378,13 +400,16 @@ def invert(
     if not (isinstance(stop_factor, (int, float)) and 0 <= stop_factor <= 1):
         raise ValueError(f"stop_factor must be in [0, 1] (CSGM stops below tau * stop_factor), got {stop_factor!r}")
     if gauss_newton not in (True, False, "auto"):
-        raise ValueError(f"gauss_newton must be True, False or 'auto' (when m <= n), got {gauss_newton!r}")
+        raise ValueError(f"gauss_newton must be True, False or 'auto' (when m <= n or n <= {GAUSS_NEWTON_MAX_LATENT}), "
+                         f"got {gauss_newton!r}")
     gauss_newton_trials = _positive_int("gauss_newton_trials", gauss_newton_trials)
     if iagan not in (True, False, "auto"):
         raise ValueError(f"iagan must be True, False or 'auto' (fine-tune only when CSGM stays above tau), got {iagan!r}")
     if iagan:
         iagan_steps = _positive_int("iagan_steps", iagan_steps, minimum=0)
         iagan_lr_z = _positive_float("iagan_lr_z", iagan_lr_z)
+        if iagan_lr_g is None:
+            iagan_lr_g = getattr(generator, "iagan_lr_g", DEFAULT_IAGAN_LR_G)
         iagan_lr_g = _positive_float("iagan_lr_g", iagan_lr_g)
         if iagan is True and (not isinstance(generator, nn.Module) or not any(True for _ in generator.parameters())):
             raise ValueError("iagan=True fine-tunes the generator's parameters: pass a torch.nn.Module with parameters")
@@ -406,7 +431,7 @@ def invert(
             raise ValueError(f"init must have shape (R, {n}) or ({n},), got {tuple(torch.as_tensor(init).shape)}")
 
     if gauss_newton == "auto":
-        gauss_newton = y[0].numel() <= n
+        gauss_newton = y[0].numel() <= n or n <= GAUSS_NEWTON_MAX_LATENT
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     options = {"lr": lr, "prior": prior, "truncation": truncation, "quiet": quiet}
@@ -445,7 +470,7 @@ def invert(
     if iagan:
         t0 = time.perf_counter()
         used, latent, iagan_history = _iagan(
-            generator, forward, y, latent, steps=iagan_steps, lr_z=iagan_lr_z, lr_g=iagan_lr_g, quiet=quiet
+            generator, forward, y, latent, steps=iagan_steps, lr_z=iagan_lr_z, lr_g=iagan_lr_g, stop_mse=tau * stop_factor, quiet=quiet
         )
         history.extend(iagan_history)
         timings["iagan"] = time.perf_counter() - t0

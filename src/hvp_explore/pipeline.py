@@ -9,7 +9,6 @@ with ``torch.load(weights_only=True)``. Human- and NumPy-friendly copies sit bes
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,10 @@ from .metrics import load_metric
 from .observation import Observation
 from .problems import lr_psnr, make_problem
 from .pulse import PulseResult
-from .report import contact_sheet, plot_correlation, plot_coupling, plot_spectra
+from .report import contact_sheet, plot_correlation, plot_coupling, plot_spectra, spread_image
 
 __all__ = ["RunState", "save_state", "load_state", "state_from_inversion", "write_inversion", "write_pulse", "write_eigen",
-           "write_exploration", "exploration_report", "display_scale"]
+           "write_exploration", "exploration_report"]
 
 STATE_FILE = "state.pt"
 
@@ -134,10 +133,6 @@ def load_state(folder: Path | str) -> RunState:
 
 # --- reports ------------------------------------------------------------------------------------------
 
-def display_scale(image_shape) -> int:
-    """Nearest-neighbour factor that shows small images at a readable size (at least 128 px)."""
-    return max(1, math.ceil(128 / max(image_shape[-2:])))
-
 
 def inversion_report(inversion: InversionResult) -> dict:
     return {"measurement_mse": inversion.measurement_mse, "lr_psnr": lr_psnr(max(inversion.measurement_mse, 1e-300)),
@@ -156,11 +151,10 @@ def _eigen_summary(result: EigenResult) -> dict:
 
 def write_inversion(folder: Path, state: RunState, *, tau: float, command: str) -> dict:
     """``invert``'s folder: observation.png, solution.png, state.pt, report.json."""
-    scale = display_scale(state.image.shape)
-    save_image(state.display, folder / "observation.png", scale=display_scale(state.display.shape))
-    save_image(state.image[0], folder / "solution.png", scale=scale)
+    save_image(state.display, folder / "observation.png")
+    save_image(state.image[0], folder / "solution.png")
     if state.clean is not None:
-        save_image(state.clean, folder / "ground_truth.png", scale=scale)
+        save_image(state.clean, folder / "ground_truth.png")
     save_state(folder, state)
     report = {"command": command, "generator": state.generator, "problem": _problem_json(state.problem), "tau": tau,
               **state.inversion, "feasible": state.inversion["measurement_mse"] <= tau,
@@ -175,11 +169,10 @@ def _problem_json(problem: dict) -> dict:
 
 def write_pulse(folder: Path, result: PulseResult, observation: Observation, *, generator: str, problem: dict, command: str) -> dict:
     """``pulse``'s folder: solutions/*.png, sheet.png, report.json (the exploration's ``solutions`` schema)."""
-    scale = display_scale(result.images.shape)
     solutions = []
     for i in range(result.runs):
         name = f"solutions/{i + 1:03d}.png"
-        save_image(result.images[i], folder / name, scale=scale)
+        save_image(result.images[i], folder / name)
         solutions.append({"file": name, "direction": f"run{i + 1}", "eta": None, "measurement_mse": float(result.measurement_mse[i]),
                           "feasible": bool(result.feasible[i]), "seconds": float(result.seconds_per_run[i]),
                           "steps": int(result.steps_run[i])})
@@ -242,7 +235,10 @@ def exploration_report(result: ExplorationResult, observation: Observation, *, g
         "mode": s["mode"],
         "settings": s,
         "timings": result.timings,
-        "first_solution": {"file": "first_solution.png", **inversion_report(result.inversion)},
+        # the first solution's numbers are those of first_solution.png (8-bit); the inversion's own float image is kept too
+        "first_solution": {"file": "first_solution.png", **inversion_report(result.inversion),
+                           "inversion_measurement_mse": result.inversion.measurement_mse, "measurement_mse": result.first_mse,
+                           "lr_psnr": lr_psnr(max(result.first_mse, 1e-300))},
         "eigen": {"H_Y": _eigen_summary(result.eig_y), "H_X": _eigen_summary(result.eig_x),
                   **({"pencil": _eigen_summary(result.pencil)} if result.pencil is not None else {})},
         "directions": [_direction_entry(d) for d in result.directions],
@@ -254,8 +250,8 @@ def exploration_report(result: ExplorationResult, observation: Observation, *, g
     }
     report["warnings"] = _warnings(result)
     if observation.clean is not None:
-        clean = observation.clean.to(result.inversion.image.dtype)
-        report["ground_truth_mse"] = {"first_solution": float(((result.inversion.image[0] - clean) / 2).pow(2).mean()),
+        clean = observation.clean.to(result.first_image.dtype)
+        report["ground_truth_mse"] = {"first_solution": float(((result.first_image - clean) / 2).pow(2).mean()),
                                       "solutions": [float(((s_.image - clean) / 2).pow(2).mean()) for s_ in result.solutions]}
     return report
 
@@ -295,8 +291,8 @@ def write_exploration(folder: Path, result: ExplorationResult, observation: Obse
     """``explore``'s folder: solutions/*.png, first_solution.png, observation.png, sheet.png, spectra.png,
     coupling.png, correlation.png, eigenpairs.npz, directions.npz, report.json."""
     folder = Path(folder)
-    inv = result.inversion
-    _solution_images(folder, observation, inv.image, inv.measurement_mse, result.solutions)
+    _solution_images(folder, observation, result.first_image, result.first_mse, result.solutions,
+                     title=_sheet_title(result.settings, observation, generator))
     plot_spectra(result.eig_y.values, result.eig_x.values, folder / "spectra.png")
     C = result.coupling
     plot_coupling(C, folder / "coupling.png", threshold=result.settings["threshold"])
@@ -386,21 +382,41 @@ def write_render(folder: Path, state: RunState, observation: Observation, soluti
     return report
 
 
+_PROBLEM_NAMES = {"sr": "super-resolution x{factor}", "inpaint": "inpainting", "cs": "compressed sensing (m = {m})"}
+_MODE_NAMES = {"eglass": "e-GLASS", "generalized": "generalized directions", "raw": "raw H_X eigenvectors"}
+
+
+def _sheet_title(settings: dict, observation: Observation, generator: str) -> str:
+    forward = observation.forward
+    problem = _PROBLEM_NAMES.get(forward.kind, forward.kind).format(factor=getattr(forward, "factor", ""), m=forward.num_measurements)
+    return (f"{_MODE_NAMES.get(settings['mode'], settings['mode'])}: {settings['num_solutions']} solutions of {problem}, "
+            f"generator {generator}\n"
+            f"every one with measurement MSE <= tau = {settings['tau']:g}")
+
+
 def _solution_images(folder: Path, observation: Observation, first_image: torch.Tensor, first_mse: float,
-                     solutions: list[Solution] | tuple[Solution, ...]) -> None:
-    """observation.png, first_solution.png, solutions/*.png and the contact sheet."""
-    scale = display_scale(first_image.shape)
-    save_image(observation.display, folder / "observation.png", scale=display_scale(observation.display.shape))
-    save_image(first_image.reshape(first_image.shape[-3:]), folder / "first_solution.png", scale=scale)
+                     solutions: list[Solution] | tuple[Solution, ...], *, title: str | None = None) -> None:
+    """observation.png, first_solution.png, solutions/*.png (each at its own resolution) and the contact sheet.
+
+    The sheet shows observation | ground truth (when known) | first solution | spread (per-pixel
+    standard deviation over the solutions, :func:`~hvp_explore.report.spread_image`) | solutions.
+    """
+    first_image = first_image.reshape(first_image.shape[-3:])
+    save_image(observation.display, folder / "observation.png")
+    save_image(first_image, folder / "first_solution.png")
     for i, s in enumerate(solutions):
-        save_image(s.image, folder / f"solutions/{i + 1:03d}.png", scale=scale)
+        save_image(s.image, folder / f"solutions/{i + 1:03d}.png")
     images, labels = [observation.display], ["observation"]
     if observation.clean is not None:
         images.append(observation.clean)
         labels.append("ground truth")
-    images.append(first_image.reshape(first_image.shape[-3:]))
+    images.append(first_image)
     labels.append(f"first solution\nMSE {first_mse:.1e}")
+    if len(solutions) >= 2:
+        tile, largest = spread_image([s.image for s in solutions])
+        images.append(tile)
+        labels.append(f"spread (std)\nmax {largest:.2f}")
     for s in solutions:
         images.append(s.image)
         labels.append(f"{s.direction}  eta {s.eta:+.1f}\nMSE {s.measurement_mse:.1e}")
-    contact_sheet(images, labels, folder / "sheet.png")
+    contact_sheet(images, labels, folder / "sheet.png", title=title)

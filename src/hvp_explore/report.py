@@ -215,6 +215,35 @@ def _sheet_image(img: Any, index: int) -> torch.Tensor:
     return to_uint8(img)  # 8-bit first: enlarging bytes is cheaper than enlarging floats
 
 
+def spread_image(images: Sequence[torch.Tensor] | torch.Tensor) -> tuple[torch.Tensor, float]:
+    """A heat map of the per-pixel spread of a set of images, to show on a contact sheet where they differ.
+
+    The spread at a pixel is the standard deviation over the images on the [0, 1] pixel scale,
+    root-mean-squared over the channels. It is drawn with matplotlib's ``magma`` colour map from 0
+    (black) to its largest value (white-yellow).
+
+    Args:
+        images: At least two images (C, H, W) of one size, in [-1, 1].
+
+    Returns:
+        ``(tile, largest)``: an RGB uint8 tensor (3, H, W) for :func:`contact_sheet`, and the largest spread.
+
+    Raises:
+        ValueError: Fewer than two images, or images of different shapes.
+    """
+    import matplotlib
+
+    pixels = [_sheet_image(img, i) for i, img in enumerate(images)]
+    if len(pixels) < 2 or len({tuple(p.shape) for p in pixels}) != 1:
+        raise ValueError(f"a spread map needs at least two images of one shape, got {[tuple(p.shape) for p in pixels]}")
+    stack = torch.stack(pixels).to(torch.float64) / 255.0
+    spread = stack.std(dim=0, unbiased=False).pow(2).mean(0).sqrt()  # (H, W)
+    largest = float(spread.max())
+    rgba = matplotlib.colormaps["magma"]((spread / largest).numpy() if largest > 0 else spread.numpy())
+    tile = torch.from_numpy(np.round(rgba[..., :3] * 255).astype(np.uint8)).permute(2, 0, 1).contiguous()
+    return tile, largest
+
+
 def _default_columns(n: int) -> int:
     if n <= _MAX_COLUMNS:
         return n

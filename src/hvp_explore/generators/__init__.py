@@ -8,12 +8,14 @@ from ._common import GeneratorError
 from ._pggan import PGGANGenerator
 from ._stylegan import StyleGANGenerator
 from .dcgan import DCGANGenerator
+from .faces import FaceDCGANGenerator
 from .registry import GENERATOR_FORMS, available_generators, load_generator
 
 __all__ = [
     "GENERATOR_FORMS",
     "BigGANGenerator",
     "DCGANGenerator",
+    "FaceDCGANGenerator",
     "GeneratorError",
     "PGGANGenerator",
     "StyleGANGenerator",

@@ -2,8 +2,8 @@
 
 ``load_generator`` accepts
 
-* a registered name (:func:`available_generators`): ``default``, ``biggan-deep-128/256/512``,
-  ``pggan-celebahq-256/512``;
+* a registered name (:func:`available_generators`): ``default``, ``faces``,
+  ``biggan-deep-128/256/512``, ``pggan-celebahq-256/512``;
 * a path to a StyleGAN2-ADA network pickle (``*.pkl``);
 * a path to a TorchScript file (``*.pt`` or ``*.ts``, saved with ``torch.jit.save``);
 * ``package.module:function``, a Python factory returning a ``torch.nn.Module``.
@@ -31,6 +31,7 @@ from ._custom import FACTORY_PATTERN, load_factory, load_torchscript
 from ._default import load_default
 from ._pggan import PGGAN_MODELS, load_pggan
 from ._stylegan import load_stylegan_pickle
+from .faces import FACES_WEIGHTS, load_faces
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ _PGGAN = "Progressive GAN CelebA-HQ {r}: latent 512, images 3x{r}x{r}; torch.hub
 
 _REGISTRY: dict[str, _Entry] = {
     "default": _Entry("Fashion-MNIST DCGAN shipped with hvp-explore: latent 512, images 1x32x32 (offline)", _load_default),
+    "faces": _Entry("DCGAN trained on DigiFace1M faces: latent 100, images 3x64x64 (offline; weights from "
+                    f"'{FACES_WEIGHTS.install_command}')", load_faces),
     **{name: _Entry(_BIGGAN.format(r=name.rsplit("-", 1)[1]), partial(load_biggan, name)) for name in BIGGAN_NAMES},
     **{name: _Entry(_PGGAN.format(r=name.rsplit("-", 1)[1]), partial(load_pggan, name)) for name in PGGAN_MODELS},
 }
