@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from hvp_explore._atomic import write_json_atomic
+from hvp_explore.io.atomic import write_json_atomic
 from hvp_explore.bench import markdown_table  # noqa: F401 - re-exported for the benchmark scripts
 from hvp_explore.bench import update_doc_section as _update_doc_section
 

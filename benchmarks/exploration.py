@@ -38,7 +38,7 @@ from _common import ROOT, machine, markdown_table, update_doc_section, write_jso
 from hvp_explore import ConvergenceWarning, load_image, load_metric, measurement_hessian, perceptual_hessian, top_eigenpairs  # noqa: E402
 from hvp_explore.bench import default_cases  # noqa: E402
 from hvp_explore.data import sample_paths  # noqa: E402
-from hvp_explore.explore import (  # noqa: E402
+from hvp_explore.exploration import (  # noqa: E402
     default_eta_max,
     default_k_y,
     explore,
@@ -48,7 +48,7 @@ from hvp_explore.explore import (  # noqa: E402
 from hvp_explore.generators import load_generator  # noqa: E402
 from hvp_explore.inversion import invert  # noqa: E402
 from hvp_explore.problems import Inpainting, SuperResolution, observe  # noqa: E402
-from hvp_explore.report import contact_sheet, plot_correlation, plot_spectra  # noqa: E402
+from hvp_explore.io.figures import contact_sheet, plot_correlation, plot_spectra  # noqa: E402
 
 FIGURES = ROOT / "docs" / "figures"
 RESULTS_DOC = ROOT / "docs" / "results.md"
@@ -195,7 +195,7 @@ def k_y_sweep(*, samples: int, test_images: int, ns=(10, 100), seed: int) -> tup
 
     Every observation is explored from the same first solution for every k_y in ``n / K_Y_FRACTIONS``
     and every N; the summary gives medians over observations and, per observation, ratios to the
-    default k_y (:func:`~hvp_explore.explore.default_k_y`), so that differences between
+    default k_y (:func:`~hvp_explore.exploration.default_k_y`), so that differences between
     observations do not hide the effect of k_y.
     """
     cases = default_cases(["inpaint"], samples=samples, test_images=test_images)

@@ -50,12 +50,13 @@ from exploration import changes, min_pixel_difference  # noqa: E402
 from hvp_explore import ConvergenceWarning, load_image, load_metric, measurement_hessian, measurement_mse  # noqa: E402
 from hvp_explore import perceptual_hessian, top_eigenpairs  # noqa: E402
 from hvp_explore.data import photo_path  # noqa: E402
-from hvp_explore.explore import DEFAULT_K, explore, make_directions, pairwise_distances, render_solutions  # noqa: E402
+from hvp_explore.exploration import explore, make_directions, pairwise_distances, render_solutions  # noqa: E402
+from hvp_explore.settings import DEFAULT_K  # noqa: E402
 from hvp_explore.generators import load_generator  # noqa: E402
-from hvp_explore.images import crop_resize, quantize  # noqa: E402
+from hvp_explore.io.images import crop_resize, quantize  # noqa: E402
 from hvp_explore.problems import Inpainting, SuperResolution, observe  # noqa: E402
-from hvp_explore.pulse import pulse  # noqa: E402
-from hvp_explore.report import contact_sheet, plot_correlation, plot_spectra, spread_image  # noqa: E402
+from hvp_explore.inversion import pulse  # noqa: E402
+from hvp_explore.io.figures import contact_sheet, plot_correlation, plot_spectra, spread_image  # noqa: E402
 
 FIGURES = ROOT / "docs" / "figures"
 RESULTS_DOC = ROOT / "docs" / "results.md"

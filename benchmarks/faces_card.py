@@ -29,7 +29,7 @@ from faces import photographs  # noqa: E402
 from hvp_explore import make_problem, observe, save_image  # noqa: E402
 from hvp_explore.generators import load_generator  # noqa: E402
 from hvp_explore.inversion import invert  # noqa: E402
-from hvp_explore.report import contact_sheet  # noqa: E402
+from hvp_explore.io.figures import contact_sheet  # noqa: E402
 
 SAMPLES = ROOT / "src" / "hvp_explore" / "assets" / "faces"
 FIGURE = ROOT / "docs" / "figures" / "model-card-faces-samples.png"

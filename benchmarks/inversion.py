@@ -26,7 +26,7 @@ from hvp_explore import load_image, make_problem, observe  # noqa: E402
 from hvp_explore.data import sample_paths  # noqa: E402
 from hvp_explore.generators import load_generator  # noqa: E402
 from hvp_explore.inversion import invert  # noqa: E402
-from hvp_explore.pulse import pulse  # noqa: E402
+from hvp_explore.inversion import pulse  # noqa: E402
 
 PROBLEMS = {"sr": {"factor": 4}, "cs": {"m": 256, "seed": 0}}
 

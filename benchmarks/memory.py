@@ -16,7 +16,7 @@ from _common import ROOT, machine, markdown_table, update_doc_section, write_jso
 
 from hvp_explore import LPIPSMetric, SuperResolution, load_metric, measurement_hessian, perceptual_hessian  # noqa: E402
 from hvp_explore.generators import biggan_from_config, load_generator  # noqa: E402
-from hvp_explore.memory import product_memory  # noqa: E402
+from hvp_explore.operators.memory import product_memory  # noqa: E402
 
 
 def measure(name, G, metric, metric_name, probes):

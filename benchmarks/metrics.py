@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, machine, markdown_table, update_doc_section, write_json  # noqa: E402
 
 from hvp_explore import load_image  # noqa: E402
-from hvp_explore._efficientnet import imagenet_normalize  # noqa: E402
+from hvp_explore.metrics._efficientnet import imagenet_normalize  # noqa: E402
 from hvp_explore.data import photo_path, sample_paths  # noqa: E402
 from hvp_explore.generators import load_generator  # noqa: E402
-from hvp_explore.images import crop_resize  # noqa: E402
+from hvp_explore.io.images import crop_resize  # noqa: E402
 from hvp_explore.metrics import ClassifierMetric, EfficientNetMetric, PixelMetric, load_efficientnet_lite0  # noqa: E402
 
 DOC = ROOT / "docs" / "metrics.md"

@@ -39,14 +39,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, machine, markdown_table, update_doc_section, write_json  # noqa: E402
 
-from hvp_explore._weights import asset_path, sha256_file  # noqa: E402
+from hvp_explore.io.weights import asset_path, sha256_file  # noqa: E402
 from hvp_explore.data import CLASSES, load_fashion_mnist, sample_paths  # noqa: E402
 from hvp_explore.generators import load_generator  # noqa: E402
 from hvp_explore.generators._default import DEFAULT_WEIGHTS_FILE, DEFAULT_WEIGHTS_SHA256  # noqa: E402
 from hvp_explore.generators.dcgan import DCGANDiscriminator, DCGANGenerator, FashionClassifier  # noqa: E402
-from hvp_explore.images import load_image  # noqa: E402
-from hvp_explore.metrics import FMNIST_CLASSIFIER_FILE, FMNIST_CLASSIFIER_SHA256, load_fmnist_classifier  # noqa: E402
-from hvp_explore.report import contact_sheet  # noqa: E402
+from hvp_explore.io.images import load_image  # noqa: E402
+from hvp_explore.metrics.fmnist import FMNIST_CLASSIFIER_FILE, FMNIST_CLASSIFIER_SHA256, load_fmnist_classifier  # noqa: E402
+from hvp_explore.io.figures import contact_sheet  # noqa: E402
 from hvp_explore.training import classifier_accuracy, recalibrate_batchnorm  # noqa: E402
 
 N_SAMPLES = 10_000  # generated images, and training images for the floor: as many as the test split

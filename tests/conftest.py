@@ -112,7 +112,7 @@ class MatrixOperator:
 
     @staticmethod
     def make(matrix: torch.Tensor):
-        from hvp_explore._base import CurvatureOperator
+        from hvp_explore.operators.base import CurvatureOperator
 
         class _Matrix(CurvatureOperator):
             name = "matrix"

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from hvp_explore import _atomic
-from hvp_explore._atomic import (
+from hvp_explore.io import atomic as _atomic
+from hvp_explore.io.atomic import (
     MARKER_NAME,
     OutputDirError,
     atomic_output_dir,

@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from hvp_explore._atomic import OutputDirError, atomic_output_dir, is_complete
-from hvp_explore.batch import (
+from hvp_explore.io.atomic import OutputDirError, atomic_output_dir, is_complete
+from hvp_explore.io.batch import (
     BatchResult,
     Shard,
     batch_summary_table,
@@ -413,7 +413,7 @@ def test_read_manifests_merges_latest(tmp_path, caplog):
     (out / "manifest-1-of-2.jsonl").write_text(json.dumps(b) + "\n" + '{"input": "c.png", "sta')  # cut short by a crash
     (out / "manifest-0-of-1.jsonl").write_text(json.dumps(new) + "\n\n")
     (out / "manifest-notes.jsonl").write_text("not a manifest\n")
-    with caplog.at_level(logging.WARNING, logger="hvp_explore.batch"):
+    with caplog.at_level(logging.WARNING, logger="hvp_explore.io.batch"):
         merged = read_manifests(out)
     assert merged == [new, b]  # the later line wins for a.png, whatever the file order
     assert "manifest-1-of-2.jsonl line 2" in caplog.text

@@ -83,7 +83,7 @@ def test_stage_commands_compose(inverted, tmp_path):
     entries = report(prj2)["directions"]
     assert [d["label"] for d in entries] == [f"v{i}" for i in range(8, 0, -1)] + ["c1", "c2"]
     dirs = np.load(prj2 / "directions.npz")
-    from hvp_explore.explore import eglass_projection
+    from hvp_explore.exploration import eglass_projection
 
     for d, v in zip(entries[8:], dirs["vectors"].T[8:]):
         combined = torch.from_numpy(dirs["vectors"][:, :8] @ np.array(d["combination"]))
@@ -202,7 +202,7 @@ def test_same_seed_same_outputs_byte_for_byte(tmp_path):
 
 def test_cli_defaults_are_the_library_defaults():
     from hvp_explore.cli import cli
-    from hvp_explore.explore import DEFAULT_TOL
+    from hvp_explore.settings import DEFAULT_TOL
     from hvp_explore.problems import DEFAULT_TAU
 
     for name in ("explore", "eig", "batch"):

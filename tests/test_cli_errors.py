@@ -12,7 +12,7 @@ from PIL import Image
 
 from hvp_explore.cli import cli
 from hvp_explore.data import sample_paths
-from hvp_explore.images import save_image
+from hvp_explore.io.images import save_image
 
 SAMPLE = sample_paths()[0]
 

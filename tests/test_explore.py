@@ -9,7 +9,7 @@ import torch
 from conftest import TinyConvGenerator
 
 from hvp_explore import PixelMetric, SuperResolution, measurement_mse, subspace_cosines
-from hvp_explore.explore import (
+from hvp_explore.exploration import (
     Direction,
     combine_directions,
     coupling_matrix,
@@ -23,7 +23,7 @@ from hvp_explore.explore import (
     significant_couplings,
 )
 from hvp_explore.generators.dcgan import FashionClassifier
-from hvp_explore.images import quantize
+from hvp_explore.io.images import quantize
 from hvp_explore.metrics import ClassifierMetric
 
 
@@ -312,7 +312,7 @@ def test_explore_is_deterministic_and_validates():
 def test_combination_guesses_come_from_the_base_steps_even_when_they_are_short(monkeypatch):
     # Steps far below eta_max (as on BigGAN, where every boundary sits near 0.37 of eta_max = 16) must not be
     # floored: the guess is the ellipsoid prediction from the steps actually found.
-    import hvp_explore.explore as E
+    import hvp_explore.exploration.explorer as E
 
     G, forward, y, z0 = tiny_problem()
     base = [Direction(v, "raw", f"v{i}", i) for i, v in enumerate(orthonormal(24, 2, 6).T, start=1)]

@@ -16,12 +16,12 @@ from click.testing import CliRunner
 from PIL import Image
 
 from hvp_explore import load_image, measurement_mse, perceptual_hessian
-from hvp_explore._efficientnet import EfficientNetLite0, imagenet_normalize
-from hvp_explore._weights import PackagedWeights
+from hvp_explore.metrics._efficientnet import EfficientNetLite0, imagenet_normalize
+from hvp_explore.io.weights import PackagedWeights
 from hvp_explore.cli import cli
 from hvp_explore.data import photo_path, sample_paths
 from hvp_explore.generators import GeneratorError, load_generator
-from hvp_explore.images import crop_resize, save_image
+from hvp_explore.io.images import crop_resize, save_image
 from hvp_explore.metrics import EfficientNetMetric, MetricError, load_efficientnet_lite0, load_metric
 from hvp_explore.problems import SuperResolution
 

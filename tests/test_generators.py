@@ -17,7 +17,7 @@ import torch
 from _factory import TinyGenerator, TinyStyleGAN, make_plain_generator
 from pytorch_pretrained_biggan import BigGANConfig
 
-from hvp_explore._weights import ChecksumError, asset_path, sha256_file
+from hvp_explore.io.weights import ChecksumError, asset_path, sha256_file
 from hvp_explore.generators import (
     GENERATOR_FORMS,
     BigGANGenerator,

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from hvp_explore.images import ImageError, load_image, load_mask, load_measurements, save_image, to_uint8, upscale_nearest
+from hvp_explore.io.images import ImageError, load_image, load_mask, load_measurements, save_image, to_uint8, upscale_nearest
 
 
 def _pixels(shape, seed=0):
@@ -124,7 +124,7 @@ def test_save_creates_folders_and_rejects_unknown_extensions(tmp_path):
 def test_channel_conversion_is_logged(tmp_path, caplog):
     rgb = _pixels((4, 5, 3), 3)
     path, _ = _png_bytes(tmp_path, rgb, "rgb.png")
-    with caplog.at_level(logging.INFO, logger="hvp_explore.images"):
+    with caplog.at_level(logging.INFO, logger="hvp_explore.io.images"):
         gray = load_image(path, channels=1, dtype=torch.float64)
     assert "from 3 to 1 channel" in caplog.text
     luma = (rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])) / 255.0 * 2 - 1
@@ -133,12 +133,12 @@ def test_channel_conversion_is_logged(tmp_path, caplog):
     g = _pixels((4, 5), 4)
     path, _ = _png_bytes(tmp_path, g, "gray.png")
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="hvp_explore.images"):
+    with caplog.at_level(logging.INFO, logger="hvp_explore.io.images"):
         rgb3 = load_image(path, channels=3)
     assert "from 1 to 3 channel" in caplog.text
     assert rgb3.shape == (3, 4, 5) and torch.equal(rgb3[0], rgb3[2])
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="hvp_explore.images"):
+    with caplog.at_level(logging.INFO, logger="hvp_explore.io.images"):
         load_image(path, channels=1)
     assert caplog.text == ""  # no conversion, no notice
     with pytest.raises(ValueError, match="channels must be 1"):

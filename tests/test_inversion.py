@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from hvp_explore.inversion import InversionResult, invert
-from hvp_explore.priors import project_latents, sample_latents
+from hvp_explore.inversion.priors import project_latents, sample_latents
 from hvp_explore.problems import measurement_mse
 
 TAU = 2e-3
@@ -151,7 +151,7 @@ def test_early_stop_stops_at_the_first_iterate_under_tau_times_stop_factor(mlp_g
 def test_gauss_newton_step_is_the_minimum_norm_correction_of_an_affine_generator():
     # G(z) = W z + b: the measurements are affine in z, so Levenberg-Marquardt converges to the point
     # closest to the start with A G(z) = y (every step lies in the row space of J = A W).
-    from hvp_explore.inversion import _gauss_newton
+    from hvp_explore.inversion.gauss_newton import levenberg_marquardt as _gauss_newton
 
     g = torch.Generator().manual_seed(2)
     n = 12
@@ -175,7 +175,7 @@ def test_gauss_newton_step_is_the_minimum_norm_correction_of_an_affine_generator
 def test_gauss_newton_step_with_more_measurements_than_latents_reaches_the_least_squares_point():
     # m = 16 > n = 4, G affine, y in its range: J = A W has full column rank and the damped n x n steps
     # (J^T J + mu s I) delta = -J^T r converge to the unique exact solution.
-    from hvp_explore.inversion import _gauss_newton
+    from hvp_explore.inversion.gauss_newton import levenberg_marquardt as _gauss_newton
 
     g = torch.Generator().manual_seed(4)
     W, b = torch.randn(16, 4, generator=g, dtype=torch.float64), torch.randn(16, generator=g, dtype=torch.float64)

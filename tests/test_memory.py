@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hvp_explore import gauss_newton_operator
-from hvp_explore.memory import fit_block_size, measure_peak_bytes, parse_size, product_memory
+from hvp_explore.operators.memory import fit_block_size, measure_peak_bytes, parse_size, product_memory
 
 
 def test_parse_size():
@@ -55,7 +55,7 @@ def test_peak_grows_linearly_and_fit_respects_the_budget():
 
 
 def test_cpu_batch_size_follows_the_image_size():
-    from hvp_explore.memory import CPU_BATCH_ELEMENTS, batch_limit, cpu_batch_size
+    from hvp_explore.operators.memory import CPU_BATCH_ELEMENTS, batch_limit, cpu_batch_size
 
     assert cpu_batch_size(32 * 32) == 256  # the embedded default: capped at `largest`
     assert cpu_batch_size(3 * 128 * 128) == 5  # BigGAN-deep-128: measured best at 4-5 on this CPU

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 import torchvision
 from torch.func import jvp, vjp, vmap
 
-import hvp_explore.metrics as metrics_module
-from hvp_explore._weights import ChecksumError, sha256_file
+import hvp_explore.metrics.fmnist as metrics_module
+from hvp_explore.io.weights import ChecksumError, sha256_file
 from hvp_explore.generators.dcgan import FashionClassifier
 from hvp_explore.metrics import (
     ClassifierMetric,

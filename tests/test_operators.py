@@ -232,7 +232,7 @@ def test_plain_callable_metric_uses_double_backprop(conv_generator):
 
 
 def test_module_dtype_device_finds_the_module_behind_a_callable(conv_generator):
-    from hvp_explore._base import module_dtype_device
+    from hvp_explore.operators.base import module_dtype_device
 
     assert module_dtype_device(conv_generator) == (torch.float64, torch.device("cpu"))
     assert module_dtype_device(conv_generator.forward) == (torch.float64, torch.device("cpu"))  # bound method

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hvp_explore.priors import sample_latents
+from hvp_explore.inversion.priors import sample_latents
 from hvp_explore.problems import measurement_mse
-from hvp_explore.pulse import PulseResult, _spherical_project, pulse, schedule_factor
+from hvp_explore.inversion.pulse_baseline import PulseResult, _spherical_project, pulse, schedule_factor
 
 EPS = 2e-3
 

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 from rich.console import Console
 
-from hvp_explore import report
-from hvp_explore.images import to_uint8
+from hvp_explore.io import figures as report
+from hvp_explore.io.images import to_uint8
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

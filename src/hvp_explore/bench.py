@@ -13,11 +13,11 @@ On the same observations, generator and feasibility threshold :math:`\tau`, for 
 ``pulse-batch``
     PULSE with its restarts optimised together in one batch (the strongest form of the baseline):
     :math:`\lceil N / r \rceil` rows (r from the sequential runs), topped up by further batches until N
-    are feasible. Rows follow exactly the trajectories of sequential runs (see :mod:`hvp_explore.pulse`),
+    are feasible. Rows follow exactly the trajectories of sequential runs (see :mod:`hvp_explore.inversion.pulse_baseline`),
     so where a batch is too large to run here its time is extrapolated as steps times the measured
     seconds of one Adam step at that batch size.
 ``eglass-<solver>``
-    e-GLASS (:func:`~hvp_explore.explore.explore`) with the eigensolver ``<solver>`` for both
+    e-GLASS (:func:`~hvp_explore.exploration.explore`) with the eigensolver ``<solver>`` for both
     :math:`H_Y` and :math:`H_X`: ``dense`` is the full-Hessian version the paper computed, the others
     are this project's matrix-free solvers.
 ``generalized``
@@ -55,14 +55,14 @@ from typing import Any
 
 import torch
 
-from ._atomic import write_json_atomic
-from ._base import frozen_modules, module_dtype_device
-from .eigen import ConvergenceWarning
-from .explore import ExplorationResult, explore, pairwise_distances
-from .inversion import InversionResult, invert
-from .priors import sample_latents
-from .problems import DEFAULT_TAU, ForwardOperator, SuperResolution, make_problem, measurement_mse, observe
-from .pulse import pulse
+from hvp_explore.io.atomic import write_json_atomic
+from hvp_explore.operators.base import frozen_modules, module_dtype_device
+from hvp_explore.eigen.solvers import ConvergenceWarning
+from hvp_explore.exploration import ExplorationResult, explore, pairwise_distances
+from hvp_explore.inversion import InversionResult, invert
+from hvp_explore.inversion.priors import sample_latents
+from hvp_explore.problems import DEFAULT_TAU, ForwardOperator, SuperResolution, make_problem, measurement_mse, observe
+from hvp_explore.inversion import pulse
 
 __all__ = [
     "METHODS",
@@ -139,7 +139,7 @@ class GeneratorSetup:
         step_repeats: Timed Adam steps per batch size (after one warm-up step).
         forward_repeats: Timed batch-1 forward passes (the unit of the per-solution cost).
         invert_options: Keyword options of :func:`~hvp_explore.inversion.invert`.
-        k_y: H_Y eigenpairs for e-GLASS (None: :func:`~hvp_explore.explore.default_k_y`).
+        k_y: H_Y eigenpairs for e-GLASS (None: :func:`~hvp_explore.exploration.default_k_y`).
         eglass_max_n: e-GLASS methods run only for N up to this (None: every N); PULSE runs every N.
         repeats: Repeats of the inversion and of the e-GLASS stages after it (median kept) ...
         repeat_under_s: ... when one repetition takes less than this.
@@ -437,10 +437,10 @@ def default_cases(problems: Sequence[str], *, samples: int = 1, test_images: int
     observation of each is synthesised without noise: super-resolution x4 by area averaging, or
     inpainting of the central box :data:`INPAINT_BOX`.
     """
-    from .data import load_fashion_mnist, sample_paths
-    from .generators import load_generator
-    from .images import load_image
-    from .metrics import load_metric
+    from hvp_explore.data import load_fashion_mnist, sample_paths
+    from hvp_explore.generators import load_generator
+    from hvp_explore.io.images import load_image
+    from hvp_explore.metrics import load_metric
 
     G = _freeze(load_generator("default"))
     metric = load_metric("default")
@@ -479,8 +479,8 @@ def biggan_cases(*, samples: int = 1, seed: int = 0, small: bool = False) -> lis
     (``pnet_rand=True``) and the package's linear weights. ``small`` swaps in a 4-block, 32 x 32
     BigGAN-deep for smoke tests (not the benchmark's architecture).
     """
-    from .generators import biggan_from_config
-    from .metrics import LPIPSMetric
+    from hvp_explore.generators import biggan_from_config
+    from hvp_explore.metrics import LPIPSMetric
 
     G = _freeze(biggan_from_config(_small_biggan_config() if small else None, seed=seed))
     metric = LPIPSMetric("squeeze", pnet_rand=True, seed=seed)
@@ -508,7 +508,7 @@ def biggan_cases(*, samples: int = 1, seed: int = 0, small: bool = False) -> lis
 
 def _real_lpips() -> tuple[Callable | None, str]:
     """LPIPS-alex when its backbone weights are in the torch hub cache, else (None, the reason)."""
-    from .metrics import LPIPSMetric, backbone_weights_path
+    from hvp_explore.metrics import LPIPSMetric, backbone_weights_path
 
     path = backbone_weights_path("alex")
     if not path.is_file():
@@ -1095,7 +1095,7 @@ def run_solutions_benchmark(*, generators: Sequence[str] = GENERATORS, problems:
         biggan_pulse_runs: Sequential PULSE runs measured on BigGAN (larger N are extrapolated; with none feasible,
             20 runs bound its rate below 0.14 with 95% confidence, 3 runs only below 0.63).
         biggan_invert_steps: CSGM steps of BigGAN's inversion (one restart).
-        biggan_k_y: H_Y eigenpairs of e-GLASS on BigGAN (None: :func:`~hvp_explore.explore.default_k_y`, n / 16 = 16).
+        biggan_k_y: H_Y eigenpairs of e-GLASS on BigGAN (None: :func:`~hvp_explore.exploration.default_k_y`, n / 16 = 16).
         biggan_eglass_max_n: Largest N of the e-GLASS methods on BigGAN (None: all of ``biggan_ns``); PULSE
             is reported (extrapolated) at every N.
         biggan_small: A 32 x 32 four-block BigGAN-deep instead of BigGAN-deep-128 (smoke tests only).
@@ -1217,7 +1217,7 @@ def markdown_table(rows: Sequence[Mapping], columns: Sequence[tuple[str, str]]) 
 
 def update_doc_section(doc: Path, section: str, markdown: str) -> None:
     """Replace the text between ``<!-- section:start -->`` and ``<!-- section:end -->`` (appended when absent)."""
-    from ._atomic import write_bytes_atomic
+    from hvp_explore.io.atomic import write_bytes_atomic
 
     start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
     text = doc.read_text() if doc.exists() else "# Benchmarks\n"
@@ -1230,7 +1230,7 @@ def update_doc_section(doc: Path, section: str, markdown: str) -> None:
 
 
 def _plots(result: SolutionsBenchmark, figures: Path) -> tuple[Path | None, Path | None]:
-    from .report import plot_diversity, plot_time_to_solutions
+    from hvp_explore.io.figures import plot_diversity, plot_time_to_solutions
 
     summary = result.summary
     groups = list(dict.fromkeys((s["generator"], s["problem"]) for s in summary))

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ._progress import progress_bar
-from .data import load_fashion_mnist
-from .generators.dcgan import DCGANDiscriminator, DCGANGenerator, FashionClassifier
+from hvp_explore.io._progress import progress_bar
+from hvp_explore.data import load_fashion_mnist
+from hvp_explore.generators.dcgan import DCGANDiscriminator, DCGANGenerator, FashionClassifier
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,13 @@
 See :func:`load_generator` and ``docs/generators.md``.
 """
 
-from ._biggan import BigGANGenerator, biggan_from_config
-from ._common import GeneratorError
-from ._pggan import PGGANGenerator
-from ._stylegan import StyleGANGenerator
-from .dcgan import DCGANGenerator
-from .faces import FaceDCGANGenerator
-from .registry import GENERATOR_FORMS, available_generators, load_generator
+from hvp_explore.generators._biggan import BigGANGenerator, biggan_from_config
+from hvp_explore.generators._common import GeneratorError
+from hvp_explore.generators._pggan import PGGANGenerator
+from hvp_explore.generators._stylegan import StyleGANGenerator
+from hvp_explore.generators.dcgan import DCGANGenerator
+from hvp_explore.generators.faces import FaceDCGANGenerator
+from hvp_explore.generators.registry import GENERATOR_FORMS, available_generators, load_generator
 
 __all__ = [
     "GENERATOR_FORMS",

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._common import GeneratorError, check_options, first_line, unit_interval
+from hvp_explore.generators._common import GeneratorError, check_options, first_line, unit_interval
 
 #: Truncation used when none is given: the value of Wang & Ponce's ``BigGAN_wrapper``
 #: (the library's README example uses 0.4).

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._common import GeneratorError, check_options, first_line, positive_int, probe_image_shape
+from hvp_explore.generators._common import GeneratorError, check_options, first_line, positive_int, probe_image_shape
 
 FACTORY_PATTERN = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 

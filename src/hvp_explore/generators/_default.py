@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from .._weights import ChecksumError, asset_path, load_checked_state_dict
-from ._common import GeneratorError, first_line
-from .dcgan import DCGANGenerator
+from hvp_explore.io.weights import ChecksumError, asset_path, load_checked_state_dict
+from hvp_explore.generators._common import GeneratorError, first_line
+from hvp_explore.generators.dcgan import DCGANGenerator
 
 #: File name of the shipped DCGAN state dict, under ``hvp_explore/assets/weights``.
 DEFAULT_WEIGHTS_FILE = "dcgan-fmnist.pt"
@@ -32,7 +32,7 @@ def load_dcgan_weights(path: Path | str, sha256: str | None, *, device: torch.de
 
     Raises:
         GeneratorError: The file is missing (naming the file and its folder), fails the checksum
-            (the ``__cause__`` is the :class:`~hvp_explore._weights.ChecksumError`), or does not fit
+            (the ``__cause__`` is the :class:`~hvp_explore.io.weights.ChecksumError`), or does not fit
             the architecture.
     """
     path = Path(path)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._common import GeneratorError, check_options, first_line, probe_image_shape
+from hvp_explore.generators._common import GeneratorError, check_options, first_line, probe_image_shape
 
 _HUB_REPO = "facebookresearch/pytorch_GAN_zoo:hub"
 _HUB_FOLDER = "facebookresearch_pytorch_GAN_zoo_hub"

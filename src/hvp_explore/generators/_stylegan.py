@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._common import GeneratorError, check_options, first_line
+from hvp_explore.generators._common import GeneratorError, check_options, first_line
 
 _REQUIRED = ("z_dim", "w_dim", "c_dim", "num_ws", "img_channels", "img_resolution", "mapping", "synthesis")
 

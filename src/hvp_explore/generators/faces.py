@@ -23,8 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._weights import ChecksumError, PackagedWeights, load_state_into
-from ._common import GeneratorError, check_options
+from hvp_explore.io.weights import ChecksumError, PackagedWeights, load_state_into
+from hvp_explore.generators._common import GeneratorError, check_options
 
 LATENT_DIM = 100
 IMAGE_SHAPE = (3, 64, 64)

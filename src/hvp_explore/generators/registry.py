@@ -25,13 +25,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._biggan import BIGGAN_NAMES, load_biggan
-from ._common import GeneratorError, as_device, check_options
-from ._custom import FACTORY_PATTERN, load_factory, load_torchscript
-from ._default import load_default
-from ._pggan import PGGAN_MODELS, load_pggan
-from ._stylegan import load_stylegan_pickle
-from .faces import FACES_WEIGHTS, load_faces
+from hvp_explore.generators._biggan import BIGGAN_NAMES, load_biggan
+from hvp_explore.generators._common import GeneratorError, as_device, check_options
+from hvp_explore.generators._custom import FACTORY_PATTERN, load_factory, load_torchscript
+from hvp_explore.generators._default import load_default
+from hvp_explore.generators._pggan import PGGAN_MODELS, load_pggan
+from hvp_explore.generators._stylegan import load_stylegan_pickle
+from hvp_explore.generators.faces import FACES_WEIGHTS, load_faces
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,152 @@
+r"""Top eigenpairs of the pencil :math:`H_X d = \mu (H_Y + \epsilon I) d` ("generalized directions").
+
+The top generalized eigenvectors maximise the Rayleigh quotient
+:math:`\frac{d^T H_X d}{d^T (H_Y + \epsilon I) d}`: perceptual change per unit of measurement change
+(plus a small step-size penalty). Solvers:
+
+- ``"whitened"``: exact whitening by :math:`W = (H_Y + \epsilon I)^{-1/2}` when :math:`H_Y` is a
+  Gauss-Newton operator with a short residual (its Jacobian ``J`` has m rows): with the thin SVD
+  :math:`J = U \Sigma V^T`,
+  :math:`W = V \operatorname{diag}((\sigma^2 + \epsilon)^{-1/2}) V^T + \epsilon^{-1/2} (I - V V^T)`.
+  The standard problem :math:`W H_X W y = \mu y` is solved matrix-free (``H_X`` products only) and
+  :math:`d = W y`. As :math:`\epsilon \to 0` the directions tend to the top eigenvectors of
+  :math:`P H_X P` with :math:`P` the projector off the range of :math:`H_Y`.
+- ``"lobpcg"``: scipy's LOBPCG with ``B = H_Y + eps I`` as an operator (any ``H_Y``).
+- ``"dense"``: LAPACK on the dense pencil (reference).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+import scipy.sparse.linalg
+import torch
+
+from hvp_explore.eigen import _methods
+from hvp_explore.operators.base import CurvatureOperator
+from hvp_explore.eigen.solvers import ConvergenceWarning, EigenResult, top_eigenpairs
+
+__all__ = ["top_generalized_eigenpairs", "WhitenedOperator"]
+
+GENERALIZED_SOLVERS = ("auto", "whitened", "lobpcg", "dense")
+
+
+class WhitenedOperator(CurvatureOperator):
+    r""":math:`C = W A W` with :math:`W = (J^T J + \epsilon I)^{-1/2}` given by the thin SVD of ``J``."""
+
+    def __init__(self, A: CurvatureOperator, J: torch.Tensor, eps: float):
+        super().__init__(A.shape[0], dtype=torch.float64, device=A.device)
+        _, s, Vh = torch.linalg.svd(J.to(torch.float64), full_matrices=False)
+        self.A, self.V, self.eps = A, Vh.T, eps
+        self._w = (s.pow(2) + eps).rsqrt()
+        self.name = f"whitened {A.name}"
+
+    def _scale(self, X: torch.Tensor, w: torch.Tensor, w_perp: float) -> torch.Tensor:
+        coef = self.V.T @ X
+        return self.V @ (coef * w[:, None]) + w_perp * (X - self.V @ coef)
+
+    def whiten(self, X: torch.Tensor) -> torch.Tensor:
+        """:math:`W X`."""
+        return self._scale(X, self._w, self.eps ** -0.5)
+
+    def unwhiten(self, X: torch.Tensor) -> torch.Tensor:
+        """:math:`W^{-1} X = (J^T J + \\epsilon I)^{1/2} X`."""
+        return self._scale(X, self._w.reciprocal(), self.eps ** 0.5)
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        WV = self.whiten(V)
+        return self.whiten(self.A.matmat(WV.to(self.A.dtype)).to(torch.float64))
+
+
+def _pencil_result(A: CurvatureOperator, B: CurvatureOperator, eps: float, values: torch.Tensor, D: torch.Tensor, *, k: int, matvecs: int,
+                   seconds: float, solver: str, tol: float, info: dict, warn: bool) -> EigenResult:
+    r"""Unit-length directions with their pencil residuals :math:`\|A d - \mu (B + \epsilon I) d\|`.
+
+    A pair counts as converged when its residual is at most ``tol`` times
+    :math:`\|A d_1\| + \mu_1 \|(B + \epsilon I) d_1\|` (the scale of the top pair), the analogue of
+    ``tol * lambda_1`` for a standard problem. Verification costs k products of A and of B.
+    """
+    D = D / D.norm(dim=0)
+    check_start = A.num_matvecs + B.num_matvecs
+    AD = A.matmat(D.to(A.dtype)).to(torch.float64)
+    BD = B.matmat(D.to(B.dtype)).to(torch.float64) + eps * D
+    residuals = (AD - BD * values).norm(dim=0)
+    scale = float(AD[:, 0].norm() + values[0].abs() * BD[:, 0].norm()) if values.numel() else 0.0
+    converged = residuals <= tol * scale
+    result = EigenResult(values=values, vectors=D, residuals=residuals, converged=converged, matvecs=matvecs,
+                         check_matvecs=A.num_matvecs + B.num_matvecs - check_start, seconds=seconds, solver=solver, tol=tol, requested=k,
+                         info=info)
+    if warn and not result.all_converged:
+        warnings.warn(f"generalized pencil: {int((~converged).sum())} of {values.numel()} pairs did not reach tol={tol:g} "
+                      f"with solver {solver!r}", ConvergenceWarning, stacklevel=3)
+    return result
+
+
+def top_generalized_eigenpairs(A: CurvatureOperator, B: CurvatureOperator, k: int, *, eps: float = 1e-3, solver: str = "auto",
+                               tol: float = 1e-4, seed: int = 0, max_matvecs: int | None = None, inner_solver: str = "auto",
+                               warn: bool = True) -> EigenResult:
+    r"""Top-k pairs of :math:`A d = \mu (B + \epsilon I) d` (A = :math:`H_X`, B = :math:`H_Y`), matrix-free in A.
+
+    Args:
+        A: The perceptual operator :math:`H_X`.
+        B: The measurement operator :math:`H_Y` (a Gauss-Newton operator enables ``"whitened"``).
+        k: Number of pairs.
+        eps: The regularisation :math:`\epsilon > 0`, in units of B's eigenvalues.
+        solver: ``"auto"`` (whitened when B has a Jacobian of at most 4n rows, else lobpcg),
+            ``"whitened"``, ``"lobpcg"`` or ``"dense"``.
+        tol: Relative tolerance of the inner eigensolver.
+        seed: Seeds the start vectors.
+        max_matvecs: Product budget of the iterative solver.
+        inner_solver: Solver of the whitened standard problem (see :func:`top_eigenpairs`).
+
+    Returns:
+        An :class:`~hvp_explore.eigen.solvers.EigenResult` with ``values`` = :math:`\mu` (descending) and
+        ``vectors`` = unit-norm directions (B-orthogonal, not orthonormal); ``residuals`` are
+        :math:`\|A d - \mu (B + \epsilon I) d\|` for unit d.
+    """
+    if solver not in GENERALIZED_SOLVERS:
+        raise ValueError(f"unknown generalized solver {solver!r}; choose one of {', '.join(GENERALIZED_SOLVERS)}")
+    if not eps > 0:
+        raise ValueError(f"eps must be positive, got {eps}")
+    n = A.shape[0]
+    if B.shape != A.shape:
+        raise ValueError(f"A and B must have the same shape, got {A.shape} and {B.shape}")
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be between 1 and n = {n}, got {k}")
+    has_jacobian = hasattr(B, "jacobian")
+    if solver == "auto":
+        solver = "whitened" if has_jacobian and B.residual_dim <= 4 * n else "lobpcg"
+    if solver == "whitened" and not has_jacobian:
+        raise ValueError("solver 'whitened' needs B as a Gauss-Newton operator (method='ggn'); use 'lobpcg'")
+    t0 = time.perf_counter()
+    start = A.num_matvecs + B.num_matvecs
+    info: dict = {"eps": eps}
+    if solver == "dense":
+        Ad = A.dense().to(torch.float64).cpu().numpy()
+        Bd = B.dense().to(torch.float64).cpu().numpy() + eps * np.eye(n)
+        values, D = _methods.scipy_generalized_dense(0.5 * (Ad + Ad.T), 0.5 * (Bd + Bd.T), k)
+        values, D = torch.from_numpy(values).to(A.device), torch.from_numpy(D).to(A.device)
+    elif solver == "whitened":
+        C = WhitenedOperator(A, B.jacobian(), eps)
+        inner = top_eigenpairs(C, k, solver=inner_solver, tol=tol, seed=seed, max_matvecs=max_matvecs, warn=False)
+        values, D = inner.values, C.whiten(inner.vectors)
+        info["inner"] = {"solver": inner.solver, "matvecs": inner.matvecs, **{k_: v for k_, v in inner.info.items() if k_ != "HX"}}
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        block = min(n, k + max(5, k // 2))
+        X0 = torch.randn(n, block, generator=gen, dtype=torch.float64).numpy()
+        Bop = B.to_scipy()
+        Bsp = scipy.sparse.linalg.LinearOperator((n, n), matvec=lambda x: Bop.matvec(x) + eps * x,
+                                                 matmat=lambda X: Bop.matmat(X) + eps * X, dtype=np.float64)
+        maxiter = 200 if max_matvecs is None else max(1, max_matvecs // (3 * block))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            vals, vecs = scipy.sparse.linalg.lobpcg(A.to_scipy(), X0, B=Bsp, largest=True, tol=None, maxiter=maxiter)
+        order = np.argsort(vals)[::-1][:k]
+        values = torch.from_numpy(np.ascontiguousarray(vals[order])).to(A.device)
+        D = torch.from_numpy(np.ascontiguousarray(vecs[:, order])).to(A.device)
+    matvecs = A.num_matvecs + B.num_matvecs - start
+    return _pencil_result(A, B, eps, values, D, k=k, matvecs=matvecs, seconds=time.perf_counter() - t0, solver=solver, tol=tol,
+                          info=info, warn=warn)

@@ -1,0 +1,306 @@
+"""Image and measurement files: loading, saving and pixel-scale conversions.
+
+Images are tensors of shape (C, H, W) with values in [-1, 1], the convention of the generators. A
+pixel value ``u`` in 0..255 maps to ``u / 127.5 - 1`` and back with ``round((x + 1) * 127.5)``, so a
+save/load round trip of an 8-bit image is exact.
+
+Every problem with an input file raises :class:`ImageError` (a ``ValueError``) with a one-line
+message that names the file, says what is wrong and what is expected; the command line shows it
+as is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+logger = logging.getLogger(__name__)
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SIGNATURE = b"\xff\xd8\xff"
+_SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N"})
+_SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+
+
+class ImageError(ValueError):
+    """An input or output file is missing, unreadable or holds invalid data (one-line message)."""
+
+
+def _check_file(path: Path, what: str) -> None:
+    if path.is_dir():
+        raise ImageError(f"{path} is a directory: expected {what} file")
+    if not path.exists():
+        raise ImageError(f"{path} not found: expected {what} file")
+    if not path.is_file():
+        raise ImageError(f"{path} is not a regular file: expected {what} file")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path} is empty (0 bytes): expected {what} file")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _open_image(path: Path | str) -> Image.Image:
+    """Open and fully decode an image file, turning every failure into a one-line ImageError."""
+    path = Path(path)
+    _check_file(path, "an image (PNG or JPEG)")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_PNG_SIGNATURE))
+    except OSError as exc:
+        raise ImageError(f"cannot read {path}: {_one_line(exc)}") from None
+    # A file that starts like a PNG or a JPEG but fails to decode is damaged, not of the wrong kind.
+    looks_like_image = head.startswith(_PNG_SIGNATURE) or head.startswith(_JPEG_SIGNATURE)
+    try:
+        img = Image.open(path)
+        img.load()  # Image.open is lazy: decoding is what detects truncated data.
+    except UnidentifiedImageError:
+        if looks_like_image:
+            raise ImageError(f"{path} is truncated or corrupt: its header cannot be decoded") from None
+        raise ImageError(
+            f"{path} is not an image file: its content is not PNG or JPEG data (whatever its extension says)"
+        ) from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path} is too large to load safely: {_one_line(exc)}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"{path} is truncated or corrupt: {_one_line(exc)}") from None
+    return img
+
+
+def _image_to_array(img: Image.Image, path: Path | str) -> np.ndarray:
+    """Pixels as float64 in [0, 1] with shape (H, W, C), C in {1, 3}, in the image's own colour model."""
+    if img.mode in _SIXTEEN_BIT_MODES:
+        # Pillow's "I" -> "L" conversion clips instead of rescaling, so 16-bit data is scaled here.
+        arr = np.asarray(img, dtype=np.float64) / 65535.0
+        if arr.min() < 0 or arr.max() > 1:
+            raise ImageError(f"{path} has integer pixels outside the 16-bit range 0..65535: unsupported image")
+        return arr[:, :, None]
+    if img.mode in _GRAY_MODES:
+        return np.asarray(img.convert("L"), dtype=np.float64)[:, :, None] / 255.0
+    if img.mode == "F":
+        raise ImageError(f"{path} holds floating-point pixels (mode F): expected an 8- or 16-bit PNG or JPEG")
+    try:
+        rgb = img.convert("RGB")
+    except (ValueError, OSError) as exc:
+        raise ImageError(f"{path} has an unsupported colour mode {img.mode!r}: {_one_line(exc)}") from None
+    return np.asarray(rgb, dtype=np.float64) / 255.0
+
+
+def load_image(path: Path | str, *, channels: int | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Load a PNG or JPEG (or any image Pillow reads) as a tensor (C, H, W) in [-1, 1].
+
+    Grayscale files give C = 1, colour files C = 3 (an alpha channel is dropped). With ``channels``
+    set, the image is converted: colour to gray by the ITU-R 601-2 luma
+    ``0.299 R + 0.587 G + 0.114 B``, gray to colour by repeating the channel. A conversion is
+    reported on this module's logger (``hvp_explore.io.images``, level INFO), never printed.
+
+    Args:
+        path: Image file.
+        channels: 1 or 3 to convert to that many channels, ``None`` to keep the file's.
+        dtype: Floating dtype of the result.
+
+    Returns:
+        Tensor (C, H, W) with values ``u / 127.5 - 1`` for 8-bit pixel values ``u``.
+
+    Raises:
+        ImageError: Missing file, a directory, an empty, truncated or corrupt file, or a file
+            that is not an image.
+        ValueError: ``channels`` is not 1, 3 or None.
+    """
+    if channels not in (None, 1, 3):
+        raise ValueError(f"channels must be 1 (grayscale), 3 (RGB) or None (as in the file), got {channels!r}")
+    img = _open_image(path)
+    arr = _image_to_array(img, path)
+    have = arr.shape[2]
+    if channels is not None and channels != have:
+        if channels == 1:
+            arr = arr @ np.array([0.299, 0.587, 0.114])[:, None]
+        else:
+            arr = np.repeat(arr, 3, axis=2)
+        logger.info("converted %s from %d to %d channel(s) to match the generator", path, have, channels)
+    tensor = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+    return (tensor * 2.0 - 1.0).to(dtype)
+
+
+def center_crop(img: torch.Tensor, aspect: float = 1.0) -> torch.Tensor:
+    """The largest centred crop of an image (..., H, W) with width / height = ``aspect`` (a square by default).
+
+    When the excess is odd, the extra row or column is dropped at the end.
+    """
+    h, w = img.shape[-2:]
+    if w >= h * aspect:
+        ch, cw = h, max(1, round(h * aspect))
+    else:
+        ch, cw = max(1, round(w / aspect)), w
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return img[..., top : top + ch, left : left + cw]
+
+
+def crop_resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Centre-crop an image (C, H, W) in [-1, 1] to the aspect of ``size`` = (h, w), then resize it with Lanczos.
+
+    This is what ``--resize`` does to an input whose size differs from the one expected: for a
+    square target, the largest centred square, then Lanczos to ``h x w``. The resampling is
+    Pillow's Lanczos (a = 3, antialiased when shrinking) on each channel in floating point
+    (mode ``F``), so no 8-bit rounding is added; the kernel's overshoot at edges is clamped back
+    to [-1, 1].
+
+    Raises:
+        ValueError: ``img`` is not (C, H, W) or ``size`` is not two positive integers.
+    """
+    size = tuple(size)
+    if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size):
+        raise ValueError(f"size must be two positive integers (h, w), got {size!r}")
+    if img.dim() != 3:
+        raise ValueError(f"expected an image (C, H, W), got shape {tuple(img.shape)}")
+    h, w = size
+    cropped = center_crop(img, w / h).detach().to("cpu", torch.float32)
+    if tuple(cropped.shape[-2:]) == (h, w):
+        return cropped.to(img.dtype)
+    channels = [Image.fromarray(c.numpy(), mode="F").resize((w, h), Image.Resampling.LANCZOS) for c in cropped]
+    out = torch.from_numpy(np.stack([np.asarray(c, dtype=np.float32) for c in channels]))
+    return out.clamp(-1.0, 1.0).to(img.dtype)
+
+
+def crop_resize_mask(missing: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The mask (H, W) of :func:`crop_resize`: the same centre crop, then nearest-neighbour resizing (stays boolean)."""
+    h, w = size
+    cropped = center_crop(missing, w / h)
+    rows = (torch.arange(h) * cropped.shape[0]) // h
+    cols = (torch.arange(w) * cropped.shape[1]) // w
+    return cropped[rows][:, cols]
+
+
+def load_mask(path: Path | str) -> torch.Tensor:
+    """Load an inpainting mask PNG: white (>= 128 after conversion to gray) marks MISSING pixels.
+
+    This is the convention of common inpainting tools: the white region is the one to fill.
+
+    Returns:
+        Bool tensor (H, W), True where the pixel is missing.
+
+    Raises:
+        ImageError: As :func:`load_image`.
+    """
+    img = _open_image(path)
+    gray = _image_to_array(img, path)
+    if gray.shape[2] == 3:
+        gray = gray @ np.array([0.299, 0.587, 0.114])[:, None]
+    # Threshold at mid-gray so that anti-aliased or JPEG-compressed masks still split cleanly.
+    return torch.from_numpy(gray[:, :, 0] >= 127.5 / 255.0)
+
+
+def to_uint8(img: torch.Tensor) -> torch.Tensor:
+    """Map values in [-1, 1] to 8-bit pixels: ``round((clamp(x, -1, 1) + 1) * 127.5)``.
+
+    Args:
+        img: Tensor of any shape.
+
+    Returns:
+        ``torch.uint8`` tensor of the same shape, on the CPU.
+
+    Raises:
+        ValueError: ``img`` contains NaN.
+    """
+    img = img.detach().to("cpu", torch.float64)
+    if torch.isnan(img).any():
+        raise ValueError("image contains NaN values: cannot convert to 8-bit pixels")
+    return torch.round((img.clamp(-1.0, 1.0) + 1.0) * 127.5).to(torch.uint8)
+
+
+def quantize(img: torch.Tensor) -> torch.Tensor:
+    """The image an 8-bit file of ``img`` holds, back in [-1, 1]: ``to_uint8(img) / 127.5 - 1``, same dtype and device.
+
+    Saving the result with :func:`save_image` and loading it with :func:`load_image` gives it back
+    exactly, so a measurement computed on it is the one a reader of the file recomputes.
+    """
+    return (to_uint8(img).to(torch.float64) / 127.5 - 1.0).to(device=img.device, dtype=img.dtype)
+
+
+def upscale_nearest(img: torch.Tensor, scale: int) -> torch.Tensor:
+    """Nearest-neighbour upscaling of the last two (H, W) dimensions by an integer factor.
+
+    Every pixel becomes a ``scale x scale`` block, so tiny images (8x8 observations) stay legible.
+    """
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale!r}")
+    if img.dim() < 2:
+        raise ValueError(f"expected an image with at least 2 dimensions (..., H, W), got shape {tuple(img.shape)}")
+    if scale == 1:
+        return img
+    return img.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
+
+
+def save_image(img: torch.Tensor, path: Path | str, *, scale: int = 1) -> Path:
+    """Write an image in [-1, 1] to PNG or JPEG (by the extension), atomically.
+
+    The file is written to a temporary file in the same folder and moved into place with
+    ``os.replace``, so a reader never sees a half-written image. The folder is created if needed.
+
+    Args:
+        img: Tensor (C, H, W) with C in {1, 3}, (1, C, H, W), or (H, W); values are clamped to [-1, 1].
+        path: Destination, ending in ``.png``, ``.jpg`` or ``.jpeg``.
+        scale: Integer nearest-neighbour upscaling factor.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    fmt = _SAVE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ImageError(f"cannot save {path}: unsupported extension {path.suffix!r}, expected .png, .jpg or .jpeg")
+    if img.dim() == 4 and img.shape[0] == 1:
+        img = img[0]
+    if img.dim() == 2:
+        img = img.unsqueeze(0)
+    if img.dim() != 3 or img.shape[0] not in (1, 3):
+        raise ValueError(f"expected an image of shape (C, H, W) with C = 1 or 3, got shape {tuple(img.shape)}")
+    pixels = to_uint8(upscale_nearest(img, scale)).permute(1, 2, 0).numpy()
+    pil = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels, mode="L" if pixels.shape[2] == 1 else "RGB")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pil.save(f, format=fmt)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_measurements(path: Path | str) -> torch.Tensor:
+    """Load measurements (for example compressed-sensing ones) from a ``.npy`` file.
+
+    Returns:
+        float64 tensor with the array's shape.
+
+    Raises:
+        ImageError: Missing file, a directory, an empty or unreadable file, a non-``.npy`` file,
+            a non-numeric array, or values that are NaN or infinite.
+    """
+    path = Path(path)
+    _check_file(path, "a measurements (.npy)")
+    if path.suffix.lower() != ".npy":
+        raise ImageError(f"{path}: measurements must be a NumPy .npy file, got extension {path.suffix!r}")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ImageError(f"{path} is not a readable .npy array: {_one_line(exc)}") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
+        kind = getattr(arr, "dtype", type(arr))
+        raise ImageError(f"{path} holds {kind} data: expected a real numeric array of measurements")
+    arr = arr.astype(np.float64)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        raise ImageError(f"{path} contains {int(bad.sum())} NaN or infinite value(s): measurements must be finite")
+    return torch.from_numpy(arr)
