@@ -33,10 +33,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, machine, markdown_table, update_doc_section, write_json  # noqa: E402
+from _common import ROOT, default_cases, machine, markdown_table, update_doc_section, write_json  # noqa: E402
 
 from hvp_explore import ConvergenceWarning, load_image, load_metric, measurement_hessian, perceptual_hessian, top_eigenpairs  # noqa: E402
-from hvp_explore.bench import default_cases  # noqa: E402
 from hvp_explore.data import sample_paths  # noqa: E402
 from hvp_explore.exploration import (  # noqa: E402
     default_eta_max,

@@ -128,3 +128,12 @@ def spectrum_matrix(values: torch.Tensor, seed: int = 0) -> torch.Tensor:
     n = values.numel()
     Q, _ = torch.linalg.qr(torch.randn(n, n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
     return (Q * values) @ Q.T
+
+
+@pytest.fixture
+def matrix_pair():
+    """Two float64 matrix operators of size 9 with their dense matrices: one PSD, one indefinite (for the algebra)."""
+    n = 9
+    P = spectrum_matrix(torch.logspace(0, -3, n, dtype=torch.float64), seed=1)
+    S = spectrum_matrix(torch.linspace(-2.0, 3.0, n, dtype=torch.float64), seed=2)
+    return (MatrixOperator.make(P), P), (MatrixOperator.make(S), S)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from hvp_explore.io import atomic as _atomic
+from hvp_explore.io import atomic
 from hvp_explore.io.atomic import (
     MARKER_NAME,
     OutputDirError,
@@ -286,7 +286,7 @@ def _dead_pid() -> int:
 
 def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
     target = tmp_path / "out"
-    host = _atomic._host_tag()
+    host = atomic._host_tag()
     dead = tmp_path / f".out.hvp-new-{host}-{_dead_pid()}-abc123"
     alive = tmp_path / f".out.hvp-new-{host}-1-def456"  # pid 1 always exists: its folder is kept
     other_host = tmp_path / f".out.hvp-new-00000000-{_dead_pid()}-xyz789"  # cannot tell: kept

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import TinyConvGenerator
 
 from hvp_explore import PixelMetric, SuperResolution, measurement_mse
-from hvp_explore import bench
-from hvp_explore.bench import (
-    Case,
+from hvp_explore.exploration import explore
+
+# The harness is a script under benchmarks/; it puts that folder on sys.path for its _common helpers, as here.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import solutions as bench  # noqa: E402
+from _common import Case, machine_with_load, median_repetition  # noqa: E402
+from solutions import (  # noqa: E402
     GeneratorSetup,
     add_ratios,
     benchmark_case,
@@ -57,12 +63,12 @@ def test_time_to_n_feasible_is_the_prefix_up_to_the_nth_feasible_run():
 
 def test_median_repetition_keeps_the_median_run_and_stops_when_expensive():
     times = iter([0.3, 0.1, 0.2, 9.0])
-    seconds, result, runs = bench._median_repetition(lambda: (t := next(times), f"run at {t}"), GeneratorSetup("x", repeats=3))
+    seconds, result, runs = median_repetition(lambda: (t := next(times), f"run at {t}"), repeats=3, repeat_under_s=30.0)
     assert (seconds, result, runs) == (0.2, "run at 0.2", [0.3, 0.1, 0.2])
     times = iter([0.2, 0.4])  # even count: the upper of the two middle runs
-    assert bench._median_repetition(lambda: (t := next(times), t), GeneratorSetup("x", repeats=2))[:2] == (0.4, 0.4)
+    assert median_repetition(lambda: (t := next(times), t), repeats=2, repeat_under_s=30.0)[:2] == (0.4, 0.4)
     times = iter([40.0, 0.1])  # one run over repeat_under_s is not repeated
-    assert bench._median_repetition(lambda: (t := next(times), t), GeneratorSetup("x", repeats=3, repeat_under_s=30.0))[2] == [40.0]
+    assert median_repetition(lambda: (t := next(times), t), repeats=3, repeat_under_s=30.0)[2] == [40.0]
 
 
 def test_extrapolated_time_is_n_over_rate_times_mean_run():
@@ -231,8 +237,8 @@ def test_tiny_case_diversity_is_the_mean_pairwise_pixel_distance(tiny_run):
     # Re-run one explore with the same inversion settings and compare the row's diversity with a direct computation.
     r = next(r for r in rows if r["method"] == "eglass-dense" and r["N"] == 2)
     inv = bench._first_solution(case, GeneratorSetup("tiny", invert_options={"restarts": 2, "steps": 300}), tau=TAU, seed=0)[0]
-    res = bench.explore(case.generator, case.forward, case.y, metric=case.metric, num_solutions=2, solver="dense", tau=TAU,
-                        inversion=inv, quiet=True)
+    res = explore(case.generator, case.forward, case.y, metric=case.metric, num_solutions=2, solver="dense", tau=TAU,
+                  inversion=inv, quiet=True)
     a, b = (s.image for s in res.solutions)
     # PixelMetric is the mean squared pixel difference; the benchmark gets it from the float64 Gram identity
     # |r_a|^2 + |r_b|^2 - 2 r_a.r_b, whose cancellation error is ~1e-16 |r|^2 / d, far below 1e-9 relative here.
@@ -250,7 +256,7 @@ def test_outputs_are_written_and_parse(tiny_run, tmp_path):
     result = bench.SolutionsBenchmark(rows=tuple(rows), summary=tuple(summary), targets=tuple(targets),
                                       regimes=({"generator": "tiny", **bench._regime({1: 0.001, 4: 0.002}, fwd)},),
                                       cases=(info,), diversity_points=diversity, notes=tuple(notes),
-                                      settings={"tau": TAU, "command": "test"}, machine=bench._machine([9.0, 1.0, 1.0]),
+                                      settings={"tau": TAU, "command": "test"}, machine=machine_with_load([9.0, 1.0, 1.0]),
                                       lpips={"status": "test", "available": False}, seconds=1.0)
     doc = tmp_path / "docs" / "benchmarks.md"
     doc.parent.mkdir()

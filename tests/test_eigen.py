@@ -153,3 +153,26 @@ def test_invalid_arguments():
         top_eigenpairs(op, 3, tol=0)
     full = top_eigenpairs(op, 20, solver="dense")
     assert full.k == 20 and full.all_converged
+
+
+def test_solver_registry_covers_the_settings_choices():
+    import hvp_explore.eigen
+    from hvp_explore import settings
+    from hvp_explore.eigen.solvers import SOLVER_REGISTRY
+
+    assert hvp_explore.eigen.SOLVERS is settings.SOLVERS  # one source of truth
+    assert tuple(SOLVER_REGISTRY) == tuple(name for name in settings.SOLVERS if name != "auto")
+    assert all(callable(fn) for fn in SOLVER_REGISTRY.values())
+
+
+@pytest.mark.parametrize("solver", ["dense", "lanczos", "block-krylov", "lobpcg"])
+def test_eigenpairs_of_a_shifted_combination(solver):
+    """(2 H + H) + s I has the eigenvectors of H and eigenvalues 3 lambda + s: the algebra feeds every solver."""
+    op, values = power_law_operator(n=120, alpha=1.5, seed=4)
+    H = op.dense()
+    combo = (2 * op + op).shifted(0.01)
+    op.reset_counters()
+    result = top_eigenpairs(combo, 6, solver=solver, tol=TOL, seed=0)
+    check_against_dense(result, 3 * H + 0.01 * torch.eye(120, dtype=torch.float64), 6)
+    assert torch.allclose(result.values, 3 * values[:6] + 0.01, rtol=1e-8)
+    assert op.num_matvecs == 2 * combo.num_matvecs  # op occurs twice in the combination

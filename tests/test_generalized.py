@@ -73,3 +73,36 @@ def test_generalized_errors():
         top_generalized_eigenpairs(HX, HY, 0)
     # B without a Jacobian falls back to LOBPCG under auto
     assert top_generalized_eigenpairs(HX, plain, 3, eps=1e-2, tol=1e-8).solver == "lobpcg"
+
+
+def test_generalized_solvers_come_from_settings():
+    from hvp_explore import settings
+    from hvp_explore.eigen import generalized
+
+    assert generalized.GENERALIZED_SOLVERS is settings.GENERALIZED_SOLVERS
+
+
+@pytest.mark.parametrize("eps", [1e-1, 1e-3])
+def test_lobpcg_pencil_with_an_operator_b_iterates_to_lapack(eps):
+    """n = 64 >= 5 x the LOBPCG block, so scipy iterates (below that it solves densely): B is any operator.
+
+    The pencil runs one LOBPCG pass at scipy's own tolerance (eigen/_methods.py): the pairs agree with
+    LAPACK's to about 1e-6 (eigenvalues, relative) and 1e-5 (cosines), within ``tol = 1e-4`` (the default).
+    """
+    tol = 1e-4
+    n, k = 64, 5
+    gen = torch.Generator().manual_seed(5)
+    QA, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
+    QB, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
+    A_dense = (QA * torch.arange(1, n + 1, dtype=torch.float64).pow(-1.5)) @ QA.T
+    B_dense = (QB[:, :8] * torch.linspace(1.0, 2.0, 8, dtype=torch.float64)) @ QB[:, :8].T  # rank 8, PSD
+    A, B = MatrixOperator.make(A_dense), MatrixOperator.make(B_dense)
+    ref_values, ref_vectors = scipy.linalg.eigh(A_dense.numpy(), (B_dense + eps * torch.eye(n, dtype=torch.float64)).numpy())
+    ref_values, ref_vectors = torch.from_numpy(ref_values[::-1][:k].copy()), torch.from_numpy(ref_vectors[:, ::-1][:, :k].copy())
+    result = top_generalized_eigenpairs(A, B, k, eps=eps, solver="lobpcg", tol=tol)
+    assert result.solver == "lobpcg" and result.all_converged
+    assert torch.allclose(result.values, ref_values, rtol=1e-5)
+    ref_unit = ref_vectors / ref_vectors.norm(dim=0)
+    assert torch.allclose((result.vectors * ref_unit).sum(0).abs(), torch.ones(k, dtype=torch.float64), atol=1e-5)
+    # products of B + eps I count as products of B
+    assert result.matvecs + result.check_matvecs == A.num_matvecs + B.num_matvecs

@@ -151,7 +151,7 @@ def test_early_stop_stops_at_the_first_iterate_under_tau_times_stop_factor(mlp_g
 def test_gauss_newton_step_is_the_minimum_norm_correction_of_an_affine_generator():
     # G(z) = W z + b: the measurements are affine in z, so Levenberg-Marquardt converges to the point
     # closest to the start with A G(z) = y (every step lies in the row space of J = A W).
-    from hvp_explore.inversion.gauss_newton import levenberg_marquardt as _gauss_newton
+    from hvp_explore.inversion.gauss_newton import levenberg_marquardt
 
     g = torch.Generator().manual_seed(2)
     n = 12
@@ -163,7 +163,7 @@ def test_gauss_newton_step_is_the_minimum_norm_correction_of_an_affine_generator
     forward = AreaDown2()  # m = 4 <= n = 12
     y = forward(G(torch.randn(1, n, generator=g, dtype=torch.float64)))
     start = torch.randn(n, generator=g, dtype=torch.float64)
-    z, mse, history, accepted = _gauss_newton(G, forward, y, start, target=1e-28, trials=10, prior="normal", truncation=1.0)
+    z, mse, history, accepted = levenberg_marquardt(G, forward, y, start, target=1e-28, trials=10, prior="normal", truncation=1.0)
     A = forward(torch.eye(16, dtype=torch.float64).view(16, 1, 4, 4)).reshape(16, 4).T  # dense A (4, 16)
     J = A @ W
     r = (forward(G(start[None])) - y).reshape(-1)
@@ -175,7 +175,7 @@ def test_gauss_newton_step_is_the_minimum_norm_correction_of_an_affine_generator
 def test_gauss_newton_step_with_more_measurements_than_latents_reaches_the_least_squares_point():
     # m = 16 > n = 4, G affine, y in its range: J = A W has full column rank and the damped n x n steps
     # (J^T J + mu s I) delta = -J^T r converge to the unique exact solution.
-    from hvp_explore.inversion.gauss_newton import levenberg_marquardt as _gauss_newton
+    from hvp_explore.inversion.gauss_newton import levenberg_marquardt
 
     g = torch.Generator().manual_seed(4)
     W, b = torch.randn(16, 4, generator=g, dtype=torch.float64), torch.randn(16, generator=g, dtype=torch.float64)
@@ -185,7 +185,7 @@ def test_gauss_newton_step_with_more_measurements_than_latents_reaches_the_least
 
     z_true = torch.randn(4, generator=g, dtype=torch.float64)
     y = G(z_true[None])
-    z, mse, history, accepted = _gauss_newton(G, lambda x: x, y, torch.zeros(4, dtype=torch.float64), target=1e-28, trials=10,
+    z, mse, history, accepted = levenberg_marquardt(G, lambda x: x, y, torch.zeros(4, dtype=torch.float64), target=1e-28, trials=10,
                                               prior="normal", truncation=1.0)
     torch.testing.assert_close(z, z_true, rtol=1e-9, atol=1e-9)
     assert mse < 1e-24 and accepted >= 1

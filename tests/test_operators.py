@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import TinyConvGenerator, dense_reference_hessian
+from conftest import MatrixOperator, TinyConvGenerator, dense_reference_hessian
 
 from hvp_explore import NonFiniteError, gauss_newton_operator, hessian_operator, measurement_hessian, perceptual_hessian
 from hvp_explore.metrics import ClassifierMetric, PixelMetric
@@ -237,3 +237,121 @@ def test_module_dtype_device_finds_the_module_behind_a_callable(conv_generator):
     assert module_dtype_device(conv_generator) == (torch.float64, torch.device("cpu"))
     assert module_dtype_device(conv_generator.forward) == (torch.float64, torch.device("cpu"))  # bound method
     assert module_dtype_device(lambda z: z) is None
+
+
+# --- the operator algebra ---------------------------------------------------------------------------
+
+def test_linear_combinations_match_their_dense_matrices(matrix_pair):
+    (A, MA), (B, MB) = matrix_pair
+    eye = torch.eye(9, dtype=torch.float64)
+    cases = {
+        "A + B": (A + B, MA + MB),
+        "A - B": (A - B, MA - MB),
+        "-A": (-A, -MA),
+        "c * A": (2.5 * A, 2.5 * MA),
+        "A * c": (A * -0.75, -0.75 * MA),
+        "numpy scalar": (np.float32(0.5) * B, 0.5 * MB),
+        "0-d tensor": (torch.tensor(3.0) * A, 3.0 * MA),
+        "shifted": (A.shifted(0.25), MA + 0.25 * eye),
+        "nested": ((2 * (A + B)).shifted(-1.0) - 0.5 * A, 2 * (MA + MB) - eye - 0.5 * MA),
+    }
+    for label, (op, ref) in cases.items():
+        assert op.shape == (9, 9) and op.dtype == torch.float64 and op.self_adjoint, label
+        assert rel(op.dense(), ref) < 1e-14, label
+    assert (A - 0.5 * B.shifted(1e-3)).name == "matrix - 0.5 * (matrix + 0.001 I)"
+
+
+def test_combination_counters_and_block_sizes(matrix_pair):
+    (A, MA), (B, MB) = matrix_pair
+    A.block_size = 2
+    S = A + 3 * B
+    V = torch.randn(9, 5, generator=rng(), dtype=torch.float64)
+    assert rel(S.matmat(V), (MA + 3 * MB) @ V) < 1e-14
+    # the combination counts its own products; each term counts the products it applied, in its own blocks
+    assert (S.num_matvecs, S.num_calls) == (5, 1)
+    assert (A.num_matvecs, A.num_calls) == (5, 3)  # blocks of 2 + 2 + 1
+    assert (B.num_matvecs, B.num_calls) == (5, 1)
+    S.matvec(V[:, 0])
+    assert (S.num_matvecs, A.num_matvecs, B.num_matvecs) == (6, 6, 6)
+    (A + A).matmat(V)
+    assert A.num_matvecs == 16  # a term that occurs twice applies its products twice
+
+
+def test_to_scipy_dtypes_and_adjoints(matrix_pair):
+    (A, MA), (B, MB) = matrix_pair
+    S = (A - 2 * B).shifted(0.5)
+    ref = (MA - 2 * MB + 0.5 * torch.eye(9, dtype=torch.float64)).numpy()
+    X = np.random.default_rng(0).standard_normal((9, 3))
+    sp64 = S.to_scipy()
+    assert sp64.dtype == np.float64 and sp64.shape == (9, 9)
+    np.testing.assert_allclose(sp64.matmat(X), ref @ X, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(sp64.rmatvec(X[:, 0]), ref @ X[:, 0], rtol=1e-13, atol=1e-14)  # self-adjoint
+    sp32 = S.to_scipy(np.float32)
+    out = sp32.matmat(X.astype(np.float32))
+    assert sp32.dtype == np.float32 and out.dtype == np.float32 and sp32.matvec(X[:, 1]).dtype == np.float32
+    # float32 inputs, float64 products, float32 outputs: the input rounding (~6e-8) dominates
+    np.testing.assert_allclose(out, ref @ X, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(sp32.rmatmat(X.astype(np.float32)), out, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="float16, float32 or float64"):
+        S.to_scipy(np.int64)
+
+
+def test_an_operator_that_is_not_self_adjoint_has_no_scipy_adjoint(matrix_pair):
+    (A, MA), _ = matrix_pair
+    N = torch.triu(MA)
+    op = MatrixOperator.make(N)
+    op.self_adjoint = False
+    assert not (op + A).self_adjoint and (2 * A).self_adjoint
+    sp = (op + A).to_scipy()
+    np.testing.assert_allclose(sp.matvec(np.ones(9)), ((N + MA) @ torch.ones(9, dtype=torch.float64)).numpy(), rtol=1e-13)
+    with pytest.raises(NotImplementedError):
+        sp.rmatvec(np.ones(9))
+
+
+def test_algebra_errors(matrix_pair):
+    (A, MA), (B, _) = matrix_pair
+    with pytest.raises(ValueError, match=r"cannot combine .*size, dtype and device must agree"):
+        A + MatrixOperator.make(MA[:5, :5])
+    with pytest.raises(ValueError, match="torch.float32"):
+        A - MatrixOperator.make(MA.float())
+    with pytest.raises(ValueError, match=r"a coefficient must be a real scalar, got an array of shape \(9,\)"):
+        torch.ones(9) * A
+    with pytest.raises(ValueError, match=r"array of shape \(2, 2\)"):
+        A * np.eye(2)
+    with pytest.raises(ValueError, match="must be finite"):
+        A * float("inf")
+    with pytest.raises(ValueError, match="the shift must be finite"):
+        A.shifted(float("nan"))
+    with pytest.raises(TypeError, match="use A.shifted"):
+        A + 1.0
+    with pytest.raises(TypeError, match="use A.shifted"):
+        1.0 + A
+    with pytest.raises(TypeError, match="real scalar, got _Matrix"):
+        A * B
+    with pytest.raises(TypeError, match="got bool"):
+        True * A
+    with pytest.raises(TypeError, match="the shift must be a real scalar, got complex"):
+        A.shifted(1j)
+
+
+def test_combination_of_generator_operators_freezes_every_module():
+    """H_Y of one generator plus H_X of another, both in train mode: products see both in eval mode, no grads."""
+    gen_y, gen_x = TinyConvGenerator(seed=0).train(), TinyConvGenerator(seed=1).train()
+    z0 = torch.randn(16, generator=rng(), dtype=torch.float64)
+    H_Y = measurement_hessian(gen_y, torch.nn.AvgPool2d(2), z0)
+    H_X = perceptual_hessian(gen_x, PixelMetric(), z0)
+    seen = {gen_y: [], gen_x: []}  # (training, any parameter requiring grad) at each forward pass
+    for gen in seen:
+        gen.register_forward_pre_hook(lambda m, args: seen[m].append((m.training, any(p.requires_grad for p in m.parameters()))))
+    S = (H_Y + 0.5 * H_X).shifted(1e-2)
+    H = S.dense()
+    assert all(states and not any(training or grads for training, grads in states) for states in seen.values())
+    for gen in (gen_y, gen_x):
+        assert gen.training and all(m.training for m in gen.modules())
+        assert all(p.requires_grad and p.grad is None for p in gen.parameters())
+    H_Y_ref, _ = dense_reference_hessian(TinyConvGenerator(seed=0).eval(), torch.nn.AvgPool2d(2), z0)
+    ref_x = TinyConvGenerator(seed=1).eval()
+    J_x = torch.autograd.functional.jacobian(lambda z: ref_x(z[None]).reshape(-1), z0)
+    ref = H_Y_ref + 0.5 * (J_x.T @ J_x) / J_x.shape[0] + 1e-2 * torch.eye(16, dtype=torch.float64)
+    assert rel(H, ref) < RTOL
+    assert not S.matvec(torch.ones(16, dtype=torch.float64)).requires_grad

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from hvp_explore.inversion.priors import sample_latents
 from hvp_explore.problems import measurement_mse
-from hvp_explore.inversion.pulse_baseline import PulseResult, _spherical_project, pulse, schedule_factor
+from hvp_explore.inversion.pulse_baseline import PulseResult, spherical_project, pulse, schedule_factor
 
 EPS = 2e-3
 
@@ -69,7 +69,7 @@ def test_spherical_rescaling_restores_each_rows_initial_norm():
     radii = z0.norm(dim=1, keepdim=True)
     z = z0 + 0.7 * torch.randn(5, 12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     direction = z / z.norm(dim=1, keepdim=True)
-    _spherical_project(z, radii)
+    spherical_project(z, radii)
     torch.testing.assert_close(z.norm(dim=1, keepdim=True), radii, rtol=1e-14, atol=0)
     torch.testing.assert_close(z / radii, direction, rtol=1e-14, atol=1e-16)
 

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from hvp_explore.io import figures as report
 from hvp_explore.io.images import to_uint8
+from hvp_explore.io.tables import summary_table
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -343,7 +344,7 @@ def test_summary_table_formats_cells():
         {"file": "solutions/[01].png", "eta": 8.2, "mse": 3.1e-5, "feasible": True, "matvecs": np.int64(120)},
         {"file": "b.png", "eta": None, "mse": torch.tensor(1.9e-3), "feasible": False},
     ]
-    table = report.summary_table(rows, {"file": "file", "eta": "η", "mse": "MSE", "feasible": "ok", "matvecs": "matvecs"}, title="run")
+    table = summary_table(rows, {"file": "file", "eta": "η", "mse": "MSE", "feasible": "ok", "matvecs": "matvecs"}, title="run")
     assert [c.justify for c in table.columns] == ["left", "right", "right", "left", "right"]
     text = _render(table)
     lines = [line for line in text.splitlines() if "png" in line]
@@ -354,8 +355,8 @@ def test_summary_table_formats_cells():
 
 def test_summary_table_rejects_bad_columns():
     with pytest.raises(ValueError, match="columns is empty"):
-        report.summary_table([{"a": 1}], [])
+        summary_table([{"a": 1}], [])
     with pytest.raises(ValueError, match="not a single string"):
-        report.summary_table([{"a": 1}], "a")
+        summary_table([{"a": 1}], "a")
     with pytest.raises(ValueError, match=r"rows\[0\] must be a mapping"):
-        report.summary_table([[1]], ["a"])
+        summary_table([[1]], ["a"])

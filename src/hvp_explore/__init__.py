@@ -50,7 +50,7 @@ _EXPORTS = {
                      "ellipsoid_steps", "predicted_steps", "deliver", "render_solutions", "pairwise_distances", "Explorer"),
                     "hvp_explore.exploration"),
     # io
-    **dict.fromkeys(("ImageError", "load_image", "save_image", "load_measurements"), "hvp_explore.io"),
+    **dict.fromkeys(("ImageError", "load_image", "save_image", "load_measurements"), "hvp_explore.io.images"),
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -12,6 +12,7 @@ values are passed to, for the reader.
 
 from __future__ import annotations
 
+import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 # --- problems ----------------------------------------------------------------------------------------
@@ -50,8 +51,8 @@ DEFAULT_PULSE_SCHEDULE = "linear1cycledrop"
 # --- eigensolvers ------------------------------------------------------------------------------------
 SOLVERS = ("auto", "dense", "jacobian", "arpack", "lanczos", "lobpcg", "block-krylov")
 GENERALIZED_SOLVERS = ("auto", "whitened", "lobpcg", "dense")
-#: Relative eigensolver tolerance of :func:`~hvp_explore.eigen.top_eigenpairs`.
-DEFAULT_EIGEN_TOL = 1e-6
+#: Relative eigensolver tolerance of :func:`~hvp_explore.eigen.top_eigenpairs` and of the pencil solver.
+DEFAULT_EIGEN_TOL = 1e-4
 #: Relative tolerance of an exploration: a direction needs its eigenvector to about three digits
 #: (1e-3 saves a fifth of the H_X eigensolve against 1e-4 with the same solutions; docs/exploration.md).
 DEFAULT_TOL = 1e-3
@@ -83,8 +84,33 @@ def option(help: str, *, choices=None, flag: str | None = None, **extra) -> dict
     return {"help": help, "choices": choices, "flag": flag, **extra}
 
 
+def flag_of(cls, name: str) -> str:
+    """The command-line option of field ``name`` of a settings class (``--field-name`` unless the field says otherwise)."""
+    f = next(f for f in fields(cls) if f.name == name)
+    return f.metadata.get("flag") or "--" + name.replace("_", "-")
+
+
 class _Settings:
-    """Shared behaviour of the settings dataclasses: keyword arguments for the library, defaults."""
+    """Shared behaviour of the settings dataclasses: checks on construction, keyword arguments, defaults.
+
+    Subclasses list in ``_positive`` the fields that must be positive (None allowed for optional ones)
+    and in ``_integers`` those that must be whole numbers; a bad value is a one-line ``ValueError``
+    naming the command-line option, raised before any work.
+    """
+
+    _positive: tuple[str, ...] = ()
+    _integers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in self._positive:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            integral = name in self._integers
+            bad_type = isinstance(value, bool) or not isinstance(value, int if integral else (int, float))
+            if bad_type or not math.isfinite(value) or value <= 0:
+                what = "a positive integer" if integral else "a positive finite number"
+                raise ValueError(f"{flag_of(type(self), name)} must be {what}, got {value!r}")
 
     def kwargs(self) -> dict:
         """The fields as keyword arguments."""
@@ -94,6 +120,11 @@ class _Settings:
     def defaults(cls) -> dict:
         """Field name -> default."""
         return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+
+    @classmethod
+    def pick(cls, values: dict):
+        """An instance from the entries of ``values`` named like the fields (the others are ignored)."""
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
 
 
 @dataclass(frozen=True)
@@ -117,6 +148,9 @@ class ProblemSettings(_Settings):
 class InversionSettings(_Settings):
     """The first solution (:func:`~hvp_explore.inversion.invert`)."""
 
+    _positive = ("restarts", "steps", "lr")
+    _integers = ("restarts", "steps")
+
     restarts: int = field(default=DEFAULT_RESTARTS, metadata=option("CSGM restarts optimised together."))
     steps: int = field(default=DEFAULT_STEPS, metadata=option("Largest number of CSGM Adam steps (IAGAN's steps are bounded by it too)."))
     lr: float = field(default=DEFAULT_LR, metadata=option("CSGM Adam learning rate."))
@@ -133,7 +167,14 @@ class InversionSettings(_Settings):
 
 @dataclass(frozen=True)
 class EigenSettings(_Settings):
-    """The top eigenpairs of H_Y and H_X at the first solution (:func:`~hvp_explore.eigen.top_eigenpairs`)."""
+    """The top eigenpairs of H_Y and H_X at the first solution (:func:`~hvp_explore.eigen.top_eigenpairs`).
+
+    ``k`` and ``k_y`` must also be below the latent dimension n, checked once the generator is known
+    (:meth:`~hvp_explore.exploration.Explorer.check`).
+    """
+
+    _positive = ("k", "k_y", "tol")
+    _integers = ("k", "k_y")
 
     metric: str = field(default=DEFAULT_METRIC, metadata=option(
         "Perceptual metric (see 'hvp-explore generators'); auto = fmnist for the default generator, effnet otherwise."))
@@ -151,24 +192,57 @@ class EigenSettings(_Settings):
 class DirectionSettings(_Settings):
     """The exploration directions (:func:`~hvp_explore.exploration.make_directions`)."""
 
+    _positive = ("solutions", "eps")
+    _integers = ("solutions",)
+
     mode: str = field(default="eglass", metadata=option(
         "e-GLASS projections, generalized (pencil) directions, or raw H_X eigenvectors.", choices=MODES))
     solutions: int = field(default=DEFAULT_NUM_SOLUTIONS, metadata=option("Number of explored solutions N."))
     threshold: float = field(default=DEFAULT_THRESHOLD, metadata=option("e-GLASS cosine threshold."))
     eps: float = field(default=DEFAULT_EPS, metadata=option("Pencil regularisation (relative to lambda_1(H_Y))."))
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) or not 0 <= self.threshold < 1:
+            raise ValueError(f"--threshold must be a cosine in [0, 1), got {self.threshold!r}")
+
+
+@dataclass(frozen=True)
+class ProjectSettings(DirectionSettings):
+    """The directions of the ``project`` stage, from the eigenpairs an ``eig`` stage computed."""
+
+    _positive = (*DirectionSettings._positive, "k")
+    _integers = (*DirectionSettings._integers, "k")
+
+    k: int | None = field(default=None, metadata=option("Start at v^k (default: the number of H_X eigenpairs computed)."))
+
 
 @dataclass(frozen=True)
 class StepSettings(_Settings):
     """Feasible steps along the directions (:func:`~hvp_explore.exploration.render_solutions`)."""
+
+    _positive = ("tau", "eta_max")
 
     tau: float = field(default=DEFAULT_TAU, metadata=option("Feasibility threshold on the measurement MSE ([0, 1] pixel scale)."))
     eta_max: float | None = field(default=None, metadata=option("Largest step along a direction (default sqrt(n))."))
 
 
 @dataclass(frozen=True)
+class RenderSettings(StepSettings):
+    """The ``render`` stage: feasible steps along the directions a ``project`` stage wrote."""
+
+    _positive = (*StepSettings._positive, "solutions")
+    _integers = ("solutions",)
+
+    solutions: int | None = field(default=None, metadata=option("Number of solutions (default: two per direction)."))
+
+
+@dataclass(frozen=True)
 class PulseSettings(_Settings):
     """The PULSE baseline (:func:`~hvp_explore.inversion.pulse`)."""
+
+    _positive = ("solutions", "batch", "steps", "lr")
+    _integers = ("solutions", "batch", "steps")
 
     solutions: int = field(default=DEFAULT_NUM_SOLUTIONS, metadata=option("Number of PULSE runs N."))
     batch: int = field(default=1, metadata=option("Runs optimised together (1 = one after another, as PULSE)."))

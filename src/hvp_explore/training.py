@@ -63,9 +63,13 @@ def recalibrate_batchnorm(generator: DCGANGenerator, *, batches: int = 50, batch
     generator.eval()
 
 
+#: Training epochs of the shipped weights (docs/model-card.md): the defaults of ``hvp-explore train``.
+EPOCHS = {"gan": 15, "classifier": 4}
+
+
 def train_gan(
     *,
-    epochs: int = 10,
+    epochs: int = EPOCHS["gan"],
     batch_size: int = 128,
     lr: float = 2e-4,
     ema_decay: float = 0.999,
@@ -128,7 +132,7 @@ def train_gan(
 
 
 def train_classifier(
-    *, epochs: int = 4, batch_size: int = 128, lr: float = 1e-3, seed: int = 0, limit: int | None = None,
+    *, epochs: int = EPOCHS["classifier"], batch_size: int = 128, lr: float = 1e-3, seed: int = 0, limit: int | None = None,
     data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None, quiet: bool | None = None
 ) -> TrainingResult:
     """Train the Fashion-MNIST classifier whose features form the default perceptual metric.
@@ -192,3 +196,45 @@ def save_weights(model: torch.nn.Module, path: Path | str) -> str:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     torch.save(state, path)
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def train(kind: str, *, epochs: int | None = None, seed: int = 0, quiet: bool | None = None) -> TrainingResult:
+    """Train one of the embedded networks: ``"gan"`` (:func:`train_gan`) or ``"classifier"`` (:func:`train_classifier`)."""
+    if kind not in EPOCHS:
+        raise ValueError(f"kind must be one of {', '.join(EPOCHS)}, got {kind!r}")
+    epochs = EPOCHS[kind] if epochs is None else epochs
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"--epochs must be a positive integer, got {epochs!r}")
+    return (train_gan if kind == "gan" else train_classifier)(epochs=epochs, seed=seed, quiet=quiet)
+
+
+def save_trained(result: TrainingResult, path: Path | str, *, kind: str, command: str) -> dict:
+    """Write the trained weights to ``path`` (a .pt file) and a JSON record beside it, both atomically.
+
+    ``torch.save`` names its zip archive after the file, so the weights are saved under their final
+    name in a temporary folder beside ``path`` (the bytes, and the sha256, match a direct save) and then
+    moved into place; the record (``path`` with ``.json``) holds the command, epochs, seed, sha256,
+    seconds and the loss history.
+
+    Returns:
+        The record.
+
+    Raises:
+        ValueError: ``path`` does not end in ``.pt``.
+    """
+    import os
+    import tempfile
+
+    from hvp_explore.io.atomic import write_json_atomic
+
+    path = Path(path)
+    if path.suffix != ".pt":
+        raise ValueError(f"--out must be a .pt weights file, got {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".train-") as tmp:
+        sha = save_weights(result.model, Path(tmp) / path.name)
+        os.replace(Path(tmp) / path.name, path)
+    record = {"command": command, "kind": kind, "epochs": result.epochs, "seed": result.seed, "sha256": sha,
+              "seconds": result.seconds, "history": list(result.history)}
+    write_json_atomic(path.with_suffix(".json"), record)
+    return record

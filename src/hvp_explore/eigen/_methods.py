@@ -171,30 +171,42 @@ def lanczos(op: CurvatureOperator, k: int, *, tol: float, gen: torch.Generator, 
         restarts += 1
         start = vectors.sum(dim=1, keepdim=True)
         m = min(n, m + k)
-    return values, vectors, {"steps": T_m.shape[0], "restarts": restarts, "residual_estimates": residual_estimates * state["scale"]}
+    return values, vectors, {"steps": T_m.shape[0], "restarts": restarts,
+                             "residual_estimates": residual_estimates * state["scale"]}
 
 
-def lobpcg(op: CurvatureOperator, k: int, *, tol: float, gen: torch.Generator, max_matvecs: int | None, oversample: int | None = None,
-           **_) -> Solution:
-    """scipy's LOBPCG on ``to_scipy()``: every iteration feeds whole blocks to ``matmat``."""
+def lobpcg(op: CurvatureOperator, k: int, *, tol: float, gen: torch.Generator, max_matvecs: int | None,
+           oversample: int | None = None, B: CurvatureOperator | None = None, **_) -> Solution:
+    r"""scipy's LOBPCG on ``to_scipy()``: every iteration feeds whole blocks to ``matmat``.
+
+    With ``B`` (symmetric positive definite, e.g. ``H_Y.shifted(eps)``) it solves the pencil
+    :math:`A x = \mu B x` instead, and the vectors are B-orthonormal as LOBPCG returns them; without it
+    they are orthonormalised. Both operators are bridged to scipy in float64 (``to_scipy()``).
+    """
     n = op.shape[0]
     block = min(n, k + (oversample if oversample is not None else max(5, k // 2)))
     X0 = torch.randn(n, block, generator=gen, dtype=torch.float64).numpy()
-    A = op.to_scipy()
+    A, Bsp = op.to_scipy(), None if B is None else B.to_scipy()
     maxiter = 200 if max_matvecs is None else max(1, (max_matvecs - block) // (3 * block))
     # LOBPCG's tolerance is absolute and the spectrum's scale unknown: a short first pass (10
     # iterations) estimates the Ritz values, a second pass from its vectors aims at tol times the k-th.
+    # Below n = 5 * block scipy solves densely instead (n products, whatever the tolerance): one pass.
+    # The pencil keeps one pass at scipy's own tolerance: on the face generator's pencil the two passes
+    # cost 3,258 products against 1,790 for the same directions (cosines >= 0.9996).
+    target, start = (None if B is not None else 1e-300), X0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # non-convergence is judged from true residuals by the caller
-        values, vectors = scipy.sparse.linalg.lobpcg(A, X0, largest=True, tol=1e-300, maxiter=min(maxiter, 10))
-        ordered = np.sort(np.abs(values))[::-1]
-        # the k-th Ritz value, floored at the products' rounding level (as in thresholds())
-        target = max(tol * ordered[min(k, len(values)) - 1], 10 * torch.finfo(op.dtype).eps * ordered[0], 1e-300)
-        values, vectors = scipy.sparse.linalg.lobpcg(A, vectors, largest=True, tol=target, maxiter=maxiter)
+        if n >= 5 * block and B is None:
+            values, start = scipy.sparse.linalg.lobpcg(A, X0, B=Bsp, largest=True, tol=1e-300, maxiter=min(maxiter, 10))
+            ordered = np.sort(np.abs(values))[::-1]
+            # the k-th Ritz value, floored at the products' rounding level (as in thresholds())
+            target = max(tol * ordered[min(k, len(values)) - 1], 10 * torch.finfo(op.dtype).eps * ordered[0], 1e-300)
+        values, vectors = scipy.sparse.linalg.lobpcg(A, start, B=Bsp, largest=True, tol=target, maxiter=maxiter)
     order = np.argsort(values)[::-1][:k]
     values = torch.from_numpy(np.ascontiguousarray(values[order])).to(op.device)
     vectors = torch.from_numpy(np.ascontiguousarray(vectors[:, order])).to(op.device)
-    vectors = _orthonormalise(vectors)  # LOBPCG returns orthonormal columns up to rounding
+    if B is None:
+        vectors = _orthonormalise(vectors)  # LOBPCG returns orthonormal columns up to rounding
     return values, vectors, {"block": block, "maxiter": maxiter}
 
 

@@ -11,7 +11,8 @@ The top generalized eigenvectors maximise the Rayleigh quotient
   The standard problem :math:`W H_X W y = \mu y` is solved matrix-free (``H_X`` products only) and
   :math:`d = W y`. As :math:`\epsilon \to 0` the directions tend to the top eigenvectors of
   :math:`P H_X P` with :math:`P` the projector off the range of :math:`H_Y`.
-- ``"lobpcg"``: scipy's LOBPCG with ``B = H_Y + eps I`` as an operator (any ``H_Y``).
+- ``"lobpcg"``: scipy's LOBPCG with ``B = H_Y + eps I`` as an operator (any ``H_Y``): the solver
+  ``"lobpcg"`` of :func:`~hvp_explore.eigen.solvers.top_eigenpairs` given ``B = H_Y.shifted(eps)``.
 - ``"dense"``: LAPACK on the dense pencil (reference).
 """
 
@@ -20,17 +21,14 @@ from __future__ import annotations
 import time
 import warnings
 
-import numpy as np
-import scipy.sparse.linalg
 import torch
 
 from hvp_explore.eigen import _methods
-from hvp_explore.operators.base import CurvatureOperator
 from hvp_explore.eigen.solvers import ConvergenceWarning, EigenResult, top_eigenpairs
+from hvp_explore.operators.base import CurvatureOperator
+from hvp_explore.settings import DEFAULT_EIGEN_TOL, GENERALIZED_SOLVERS
 
-__all__ = ["top_generalized_eigenpairs", "WhitenedOperator"]
-
-GENERALIZED_SOLVERS = ("auto", "whitened", "lobpcg", "dense")
+__all__ = ["top_generalized_eigenpairs", "WhitenedOperator", "GENERALIZED_SOLVERS"]
 
 
 class WhitenedOperator(CurvatureOperator):
@@ -60,24 +58,25 @@ class WhitenedOperator(CurvatureOperator):
         return self.whiten(self.A.matmat(WV.to(self.A.dtype)).to(torch.float64))
 
 
-def _pencil_result(A: CurvatureOperator, B: CurvatureOperator, eps: float, values: torch.Tensor, D: torch.Tensor, *, k: int, matvecs: int,
-                   seconds: float, solver: str, tol: float, info: dict, warn: bool) -> EigenResult:
+def _pencil_result(A: CurvatureOperator, B: CurvatureOperator, Bs: CurvatureOperator, values: torch.Tensor, D: torch.Tensor, *,
+                   k: int, matvecs: int, seconds: float, solver: str, tol: float, info: dict, warn: bool) -> EigenResult:
     r"""Unit-length directions with their pencil residuals :math:`\|A d - \mu (B + \epsilon I) d\|`.
 
-    A pair counts as converged when its residual is at most ``tol`` times
-    :math:`\|A d_1\| + \mu_1 \|(B + \epsilon I) d_1\|` (the scale of the top pair), the analogue of
-    ``tol * lambda_1`` for a standard problem. Verification costs k products of A and of B.
+    ``Bs`` is :math:`B + \epsilon I` (``B.shifted(eps)``; its products count toward B's). A pair counts
+    as converged when its residual is at most ``tol`` times :math:`\|A d_1\| + \mu_1 \|(B + \epsilon I) d_1\|`
+    (the scale of the top pair), the analogue of ``tol * lambda_1`` for a standard problem.
+    Verification costs k products of A and of B.
     """
     D = D / D.norm(dim=0)
     check_start = A.num_matvecs + B.num_matvecs
     AD = A.matmat(D.to(A.dtype)).to(torch.float64)
-    BD = B.matmat(D.to(B.dtype)).to(torch.float64) + eps * D
+    BD = Bs.matmat(D.to(Bs.dtype)).to(torch.float64)
     residuals = (AD - BD * values).norm(dim=0)
     scale = float(AD[:, 0].norm() + values[0].abs() * BD[:, 0].norm()) if values.numel() else 0.0
     converged = residuals <= tol * scale
     result = EigenResult(values=values, vectors=D, residuals=residuals, converged=converged, matvecs=matvecs,
-                         check_matvecs=A.num_matvecs + B.num_matvecs - check_start, seconds=seconds, solver=solver, tol=tol, requested=k,
-                         info=info)
+                         check_matvecs=A.num_matvecs + B.num_matvecs - check_start, seconds=seconds, solver=solver, tol=tol,
+                         requested=k, info=info)
     if warn and not result.all_converged:
         warnings.warn(f"generalized pencil: {int((~converged).sum())} of {values.numel()} pairs did not reach tol={tol:g} "
                       f"with solver {solver!r}", ConvergenceWarning, stacklevel=3)
@@ -85,7 +84,7 @@ def _pencil_result(A: CurvatureOperator, B: CurvatureOperator, eps: float, value
 
 
 def top_generalized_eigenpairs(A: CurvatureOperator, B: CurvatureOperator, k: int, *, eps: float = 1e-3, solver: str = "auto",
-                               tol: float = 1e-4, seed: int = 0, max_matvecs: int | None = None, inner_solver: str = "auto",
+                               tol: float = DEFAULT_EIGEN_TOL, seed: int = 0, max_matvecs: int | None = None, inner_solver: str = "auto",
                                warn: bool = True) -> EigenResult:
     r"""Top-k pairs of :math:`A d = \mu (B + \epsilon I) d` (A = :math:`H_X`, B = :math:`H_Y`), matrix-free in A.
 
@@ -123,30 +122,21 @@ def top_generalized_eigenpairs(A: CurvatureOperator, B: CurvatureOperator, k: in
     t0 = time.perf_counter()
     start = A.num_matvecs + B.num_matvecs
     info: dict = {"eps": eps}
+    Bs = B.shifted(eps)
     if solver == "dense":
-        Ad = A.dense().to(torch.float64).cpu().numpy()
-        Bd = B.dense().to(torch.float64).cpu().numpy() + eps * np.eye(n)
+        Ad, Bd = A.dense().to(torch.float64).cpu().numpy(), Bs.dense().to(torch.float64).cpu().numpy()
         values, D = _methods.scipy_generalized_dense(0.5 * (Ad + Ad.T), 0.5 * (Bd + Bd.T), k)
         values, D = torch.from_numpy(values).to(A.device), torch.from_numpy(D).to(A.device)
     elif solver == "whitened":
         C = WhitenedOperator(A, B.jacobian(), eps)
         inner = top_eigenpairs(C, k, solver=inner_solver, tol=tol, seed=seed, max_matvecs=max_matvecs, warn=False)
         values, D = inner.values, C.whiten(inner.vectors)
-        info["inner"] = {"solver": inner.solver, "matvecs": inner.matvecs, **{k_: v for k_, v in inner.info.items() if k_ != "HX"}}
+        notes = {key: value for key, value in inner.info.items() if key != "HX"}
+        info["inner"] = {"solver": inner.solver, "matvecs": inner.matvecs, **notes}
     else:
         gen = torch.Generator().manual_seed(seed)
-        block = min(n, k + max(5, k // 2))
-        X0 = torch.randn(n, block, generator=gen, dtype=torch.float64).numpy()
-        Bop = B.to_scipy()
-        Bsp = scipy.sparse.linalg.LinearOperator((n, n), matvec=lambda x: Bop.matvec(x) + eps * x,
-                                                 matmat=lambda X: Bop.matmat(X) + eps * X, dtype=np.float64)
-        maxiter = 200 if max_matvecs is None else max(1, max_matvecs // (3 * block))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            vals, vecs = scipy.sparse.linalg.lobpcg(A.to_scipy(), X0, B=Bsp, largest=True, tol=None, maxiter=maxiter)
-        order = np.argsort(vals)[::-1][:k]
-        values = torch.from_numpy(np.ascontiguousarray(vals[order])).to(A.device)
-        D = torch.from_numpy(np.ascontiguousarray(vecs[:, order])).to(A.device)
+        values, D, lobpcg_info = _methods.lobpcg(A, k, B=Bs, tol=tol, gen=gen, max_matvecs=max_matvecs)
+        info.update(lobpcg_info)
     matvecs = A.num_matvecs + B.num_matvecs - start
-    return _pencil_result(A, B, eps, values, D, k=k, matvecs=matvecs, seconds=time.perf_counter() - t0, solver=solver, tol=tol,
+    return _pencil_result(A, B, Bs, values, D, k=k, matvecs=matvecs, seconds=time.perf_counter() - t0, solver=solver, tol=tol,
                           info=info, warn=warn)

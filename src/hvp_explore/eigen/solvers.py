@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,10 +33,21 @@ import torch
 
 from hvp_explore.eigen import _methods
 from hvp_explore.operators.base import CurvatureOperator
+from hvp_explore.settings import DEFAULT_EIGEN_TOL, SOLVERS
 
-__all__ = ["EigenResult", "ConvergenceWarning", "SOLVERS", "top_eigenpairs", "choose_solver", "subspace_cosines"]
+__all__ = ["EigenResult", "ConvergenceWarning", "SOLVERS", "SOLVER_REGISTRY", "top_eigenpairs", "choose_solver",
+           "subspace_cosines"]
 
-SOLVERS = ("auto", "dense", "jacobian", "arpack", "lanczos", "lobpcg", "block-krylov")
+#: Solver name -> implementation, for every name of :data:`SOLVERS` but ``"auto"`` (which picks one of
+#: these). Each takes ``(op, k, *, tol, gen, max_matvecs, oversample)`` and returns ``(values, vectors, info)``.
+SOLVER_REGISTRY: dict[str, Callable[..., _methods.Solution]] = {
+    "dense": _methods.dense,
+    "jacobian": _methods.jacobian,
+    "arpack": _methods.arpack,
+    "lanczos": _methods.lanczos,
+    "lobpcg": _methods.lobpcg,
+    "block-krylov": _methods.block_krylov,
+}
 
 # Cost model of "auto", in units of one batched vector-Jacobian product (one Jacobian row), fitted to
 # benchmarks/crossover.py on the embedded DCGAN (docs/benchmarks.md): a Gauss-Newton product (jvp +
@@ -135,7 +147,7 @@ def _check_k(op: CurvatureOperator, k: int, solver: str) -> None:
         raise ValueError("solver 'jacobian' needs a Gauss-Newton operator (method='ggn')")
 
 
-def top_eigenpairs(op: CurvatureOperator, k: int, *, solver: str = "auto", tol: float = 1e-4, seed: int = 0,
+def top_eigenpairs(op: CurvatureOperator, k: int, *, solver: str = "auto", tol: float = DEFAULT_EIGEN_TOL, seed: int = 0,
                    max_matvecs: int | None = None, oversample: int | None = None, warn: bool = True) -> EigenResult:
     r"""The k largest eigenpairs of a symmetric PSD operator, matrix-free.
 
@@ -168,8 +180,8 @@ def top_eigenpairs(op: CurvatureOperator, k: int, *, solver: str = "auto", tol: 
     gen = torch.Generator().manual_seed(seed)
     start_matvecs = op.num_matvecs
     t0 = time.perf_counter()
-    values, vectors, solver_info = getattr(_methods, solver.replace("-", "_"))(
-        op, k, tol=tol, gen=gen, max_matvecs=max_matvecs, oversample=oversample)
+    method = SOLVER_REGISTRY[solver]
+    values, vectors, solver_info = method(op, k, tol=tol, gen=gen, max_matvecs=max_matvecs, oversample=oversample)
     matvecs = op.num_matvecs - start_matvecs
     HX = solver_info.pop("HX", None)
     if HX is None and values.numel():

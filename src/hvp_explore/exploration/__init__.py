@@ -20,9 +20,9 @@ from hvp_explore.exploration.directions import (
     significant_couplings,
 )
 from hvp_explore.exploration.distances import pairwise_distances
-from hvp_explore.exploration.explorer import ExplorationResult, Solution, explore, render_solutions
+from hvp_explore.exploration.explorer import EigenStage, ExplorationResult, Explorer, Solution, eigenpairs, explore, render_solutions
 from hvp_explore.exploration.steps import Step, default_eta_max, deliver, ellipsoid_steps, feasible_steps, predicted_steps
 
-__all__ = ["explore", "ExplorationResult", "Solution", "render_solutions", "Direction", "Projection", "coupling_matrix",
+__all__ = ["explore", "Explorer", "eigenpairs", "EigenStage", "ExplorationResult", "Solution", "render_solutions", "Direction", "Projection", "coupling_matrix",
            "significant_couplings", "eglass_projection", "make_directions", "combine_directions", "default_k_y", "num_directions",
            "Step", "feasible_steps", "ellipsoid_steps", "predicted_steps", "deliver", "default_eta_max", "pairwise_distances"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -32,16 +33,42 @@ from hvp_explore.exploration.directions import (
 )
 from hvp_explore.exploration.distances import pairwise_distances
 from hvp_explore.exploration.steps import default_eta_max, deliver, ellipsoid_steps, feasible_steps, predicted_steps
-from hvp_explore.inversion import InversionResult, invert
+from hvp_explore.generators import load_generator
+from hvp_explore.inversion import InversionResult, PulseResult, invert, pulse
 from hvp_explore.io._progress import progress_bar
 from hvp_explore.io.images import quantize
-from hvp_explore.operators.base import as_latent
+from hvp_explore.operators.base import CurvatureOperator, as_latent
 from hvp_explore.operators.curvature import measurement_hessian, perceptual_hessian
-from hvp_explore.operators.memory import batch_limit, fit_block_size
-from hvp_explore.problems import measurement_mse
-from hvp_explore.settings import DEFAULT_EPS, DEFAULT_K, DEFAULT_NUM_SOLUTIONS, DEFAULT_TAU, DEFAULT_THRESHOLD, DEFAULT_TOL, DELIVERY_MARGIN, MODES
+from hvp_explore.metrics import default_metric, load_metric
+from hvp_explore.operators.memory import batch_limit, fit_block_size, resolve_budget
+from hvp_explore.problems import Observation, load_observation, measurement_mse
+from hvp_explore.settings import (
+    DEFAULT_DEVICE,
+    DEFAULT_EPS,
+    DEFAULT_GENERATOR,
+    DEFAULT_K,
+    DEFAULT_MAX_MEMORY,
+    DEFAULT_METRIC,
+    DEFAULT_NUM_SOLUTIONS,
+    DEFAULT_SEED,
+    DEFAULT_TAU,
+    DEFAULT_THRESHOLD,
+    DEFAULT_TOL,
+    DELIVERY_MARGIN,
+    MODES,
+    SWITCHES,
+    DirectionSettings,
+    EigenSettings,
+    InversionSettings,
+    ProblemSettings,
+    ProjectSettings,
+    PulseSettings,
+    RenderSettings,
+    StepSettings,
+    flag_of,
+)
 
-__all__ = ["Solution", "ExplorationResult", "render_solutions", "explore"]
+__all__ = ["Solution", "ExplorationResult", "render_solutions", "EigenStage", "eigenpairs", "explore", "Explorer"]
 
 
 @dataclass(frozen=True)
@@ -185,6 +212,61 @@ def render_solutions(generator: Callable, forward: Callable, y: torch.Tensor, z0
     return solutions, rejected, dist[1:, 1:], timings
 
 
+@dataclass(frozen=True)
+class EigenStage:
+    """The operators and top eigenpairs at a first solution (see :func:`eigenpairs`).
+
+    Attributes:
+        H_Y, H_X: The measurement and perceptual operators.
+        eig_y, eig_x: Their top eigenpairs.
+        block_sizes: Largest block of one batched product of each operator (None: no limit).
+        timings: Seconds of ``eigen_y`` and ``eigen_x``.
+    """
+
+    H_Y: CurvatureOperator
+    H_X: CurvatureOperator
+    eig_y: EigenResult
+    eig_x: EigenResult
+    block_sizes: dict
+    timings: dict
+
+
+def eigenpairs(generator: Callable, forward: Callable, metric: Callable, z0: torch.Tensor, *, k: int = DEFAULT_K,
+               k_y: int | None = None, solver: str = "auto", tol: float = DEFAULT_TOL, max_memory: int | None = None,
+               batch: int | None = None, seed: int = 0) -> EigenStage:
+    """Top eigenpairs of H_Y and H_X at ``z0``: the eigen stage of :func:`explore` and of ``hvp-explore eig``.
+
+    Args:
+        generator, forward, metric: As in :func:`explore`.
+        z0: The first solution (n,).
+        k: H_X eigenpairs.
+        k_y: H_Y eigenpairs (default :func:`~hvp_explore.exploration.default_k_y`: its whole range when m < n, else n/16).
+        solver, tol, seed: As in :func:`~hvp_explore.top_eigenpairs`.
+        max_memory: Memory budget in bytes of one batched product (blocks are fitted to it); None = no budget.
+        batch: Largest block on a CPU (:func:`~hvp_explore.operators.memory.batch_limit`); also the cap of a fitted block.
+
+    Raises:
+        ValueError: ``k`` or ``k_y`` outside 1..n-1.
+    """
+    z0 = as_latent(z0)
+    n = z0.numel()
+    timings, block_sizes, ops, results = {}, {}, {}, {}
+    for name, build in (("H_Y", lambda: measurement_hessian(generator, forward, z0)),
+                        ("H_X", lambda: perceptual_hessian(generator, metric, z0))):
+        t0 = time.perf_counter()
+        op = build()
+        if max_memory is not None:
+            block_sizes[name] = fit_block_size(op, max_memory, largest=batch or 1024)
+        else:
+            op.block_size = block_sizes[name] = batch
+        count = k if name == "H_X" else (k_y if k_y is not None else default_k_y(op.residual_dim, n))
+        if not isinstance(count, int) or not 1 <= count < n:
+            raise ValueError(f"{'k' if name == 'H_X' else 'k_y'} must be between 1 and n - 1 = {n - 1}, got {count!r}")
+        ops[name], results[name] = op, top_eigenpairs(op, count, solver=solver, tol=tol, seed=seed)
+        timings["eigen_y" if name == "H_Y" else "eigen_x"] = time.perf_counter() - t0
+    return EigenStage(ops["H_Y"], ops["H_X"], results["H_Y"], results["H_X"], block_sizes, timings)
+
+
 def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: Callable, num_solutions: int = DEFAULT_NUM_SOLUTIONS,
             mode: str = "eglass", k_y: int | None = None, K: int | None = DEFAULT_K, threshold: float = DEFAULT_THRESHOLD, eps: float = DEFAULT_EPS,
             tau: float = DEFAULT_TAU, eta_max: float | None = None, solver: str = "auto", tol: float = DEFAULT_TOL,
@@ -243,31 +325,15 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
     eta_max = eta_max if eta_max is not None else default_eta_max(n)
     batch = batch_limit(inversion.image)
 
-    def block_size(op) -> int | None:
-        if max_memory is not None:
-            return fit_block_size(op, max_memory, largest=batch or 1024)
-        op.block_size = batch
-        return batch
-
     # 2-5. the metrics, directions, steps and distances, one progress step each
     with progress_bar("exploring", 4, quiet=quiet) as bar:
-        bar.advance(0, status="H_Y eigenpairs")
-        t0 = time.perf_counter()
-        H_Y = measurement_hessian(G, forward, z0)
-        block_sizes = {"H_Y": block_size(H_Y)}
-        m = H_Y.residual_dim
-        k_y = k_y if k_y is not None else default_k_y(m, n)
-        if not 1 <= k_y < n:
-            raise ValueError(f"k_y must be between 1 and n - 1 = {n - 1}, got {k_y}")
-        eig_y = top_eigenpairs(H_Y, k_y, solver=solver, tol=tol, seed=seed)
-        timings["eigen_y"] = time.perf_counter() - t0
-        bar.advance(status="H_X eigenpairs")
-        t0 = time.perf_counter()
-        H_X = perceptual_hessian(G, metric, z0)
-        block_sizes["H_X"] = block_size(H_X)
-        eig_x = top_eigenpairs(H_X, min(count, K) if mode == "generalized" else K, solver=solver, tol=tol, seed=seed)
-        timings["eigen_x"] = time.perf_counter() - t0
-        bar.advance(status="directions")
+        bar.advance(0, status="eigenpairs")
+        eig = eigenpairs(G, forward, metric, z0, k=min(count, K) if mode == "generalized" else K, k_y=k_y, solver=solver, tol=tol,
+                         max_memory=max_memory, batch=batch, seed=seed)
+        H_Y, H_X, eig_y, eig_x, k_y, m = eig.H_Y, eig.H_X, eig.eig_y, eig.eig_x, eig.eig_y.requested, eig.H_Y.residual_dim
+        block_sizes = eig.block_sizes
+        timings.update(eig.timings)
+        bar.advance(2, status="directions")
         t0 = time.perf_counter()
         directions, pencil = make_directions(mode, eig_y, eig_x, count=count, K=K, threshold=threshold, H_X=H_X, H_Y=H_Y,
                                              eps=eps, tol=tol, seed=seed)
@@ -289,3 +355,127 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
     return ExplorationResult(inversion=inversion, first_image=first_image[0], first_mse=first_mse, eig_y=eig_y, eig_x=eig_x, pencil=pencil, directions=tuple(directions),
                              solutions=tuple(solutions), pairwise=pairwise, timings=timings, settings=settings,
                              rejected=tuple(rejected))
+
+
+class Explorer:
+    """A generator, a perceptual metric and a device loaded once; the stages of an exploration on any observation.
+
+    What the command line's ``explore``, ``batch``, ``demo`` and stage commands use; every default is a
+    field default of :mod:`hvp_explore.settings`.
+
+    Example:
+        >>> ex = Explorer("faces")                                          # doctest: +SKIP
+        >>> obs = ex.observe("face16.png", ProblemSettings(problem="sr"))   # doctest: +SKIP
+        >>> result = ex.explore(obs, directions=DirectionSettings(solutions=20))  # doctest: +SKIP
+
+    Args:
+        generator: A registered generator name, path or factory (:func:`~hvp_explore.generators.load_generator`).
+        metric: A metric name (:func:`~hvp_explore.metrics.load_metric`), ``"auto"``: the generator's
+            default (:func:`~hvp_explore.metrics.default_metric`), or None for the stages that need none
+            (inversion, PULSE).
+        device: Torch device.
+        max_memory: Memory budget of one batched product: ``"auto"``, ``"none"``, a size such as ``"2GB"``, or bytes.
+        generator_state: Weights to load into the generator (a fine-tuned copy saved by a stage).
+
+    Raises:
+        ValueError: Unknown generator or metric, missing weights, a metric that cannot take the
+            generator's images, or a bad memory budget (one line each), before any work.
+    """
+
+    def __init__(self, generator: str = DEFAULT_GENERATOR, metric: str | None = DEFAULT_METRIC, *, device: str = DEFAULT_DEVICE,
+                 max_memory: str | int | None = DEFAULT_MAX_MEMORY, generator_state: dict | None = None):
+        self.generator_name = str(generator)
+        self.device = device
+        self.generator = load_generator(generator, device=device)
+        if generator_state is not None:
+            self.generator.load_state_dict(generator_state)
+            self.generator.eval()
+        self.metric_name = default_metric(self.generator_name) if metric == "auto" else metric
+        self.metric = None if metric is None else load_metric(self.metric_name, device=device)
+        if self.metric is not None:
+            self.metric.check_image_shape(tuple(self.generator.image_shape))
+        self.budget = resolve_budget(max_memory, device)
+
+    @property
+    def latent_dim(self) -> int:
+        """n, the generator's latent dimension."""
+        return int(self.generator.latent_dim)
+
+    def check(self, eigen: EigenSettings) -> None:
+        """Refuse eigenpair counts the generator's latent dimension cannot have (one line, before any work)."""
+        n = self.latent_dim
+        for name in ("k", "k_y"):
+            value = getattr(eigen, name)
+            if value is not None and not 1 <= value < n:
+                raise ValueError(f"{flag_of(EigenSettings, name)} must be between 1 and n - 1 = {n - 1} "
+                                 f"(the latent dimension is {n}), got {value}")
+
+    def observe(self, path: Path | str, problem: ProblemSettings = ProblemSettings(), *, seed: int = DEFAULT_SEED) -> Observation:
+        """The observation in ``path`` for this generator's images (see :func:`~hvp_explore.problems.load_observation`)."""
+        return load_observation(path, image_shape=tuple(self.generator.image_shape), seed=seed, **problem.kwargs())
+
+    def invert(self, observation: Observation, settings: InversionSettings = InversionSettings(), *, tau: float = DEFAULT_TAU,
+               seed: int = DEFAULT_SEED, quiet: bool | None = None) -> InversionResult:
+        """The first solution (:func:`~hvp_explore.inversion.invert`)."""
+        return invert(self.generator, observation.forward.to(self.device), observation.y.to(self.device), tau=tau, seed=seed,
+                      quiet=quiet, **_invert_kwargs(settings))
+
+    def pulse(self, observation: Observation, settings: PulseSettings = PulseSettings(), *, tau: float = DEFAULT_TAU,
+              seed: int = DEFAULT_SEED, quiet: bool | None = None) -> PulseResult:
+        """The PULSE baseline's runs (:func:`~hvp_explore.inversion.pulse`)."""
+        return pulse(self.generator, observation.forward.to(self.device), observation.y.to(self.device), settings.solutions,
+                     steps=settings.steps, lr=settings.lr, eps=tau, batch=settings.batch, seed=seed, quiet=quiet)
+
+    def eigenpairs(self, observation: Observation, z0: torch.Tensor, eigen: EigenSettings = EigenSettings(), *,
+                   seed: int = DEFAULT_SEED) -> EigenStage:
+        """The operators and top eigenpairs at ``z0`` (:func:`eigenpairs`), blocks sized as :func:`explore` sizes them."""
+        self.check(eigen)
+        with torch.no_grad():
+            image = self.generator(as_latent(z0).to(self.device)[None])
+        return eigenpairs(self.generator, observation.forward.to(self.device), self.metric, z0.to(self.device), k=eigen.k,
+                          k_y=eigen.k_y, solver=eigen.solver, tol=eigen.tol, max_memory=self.budget, batch=batch_limit(image),
+                          seed=seed)
+
+    def operators(self, observation: Observation, z0: torch.Tensor) -> tuple[CurvatureOperator, CurvatureOperator]:
+        """``(H_Y, H_X)`` at ``z0``, without eigenpairs."""
+        z0 = as_latent(z0).to(self.device)
+        return (measurement_hessian(self.generator, observation.forward.to(self.device), z0),
+                perceptual_hessian(self.generator, self.metric, z0))
+
+    def directions(self, observation: Observation, z0: torch.Tensor, eig_y: EigenResult, eig_x: EigenResult,
+                   settings: ProjectSettings = ProjectSettings(), *, seed: int = DEFAULT_SEED) -> tuple[list[Direction], EigenResult | None]:
+        """The directions of ``settings.solutions`` solutions from computed eigenpairs (:func:`make_directions`).
+
+        Generalized directions also need the operators at ``z0``, which are built here.
+        """
+        H_Y, H_X = self.operators(observation, z0) if settings.mode == "generalized" else (None, None)
+        return make_directions(settings.mode, eig_y, eig_x, count=num_directions(settings.solutions), K=settings.k,
+                               threshold=settings.threshold, H_X=H_X, H_Y=H_Y, eps=settings.eps, seed=seed)
+
+    def render(self, observation: Observation, z0: torch.Tensor, first_image: torch.Tensor, directions: list[Direction],
+               settings: RenderSettings = RenderSettings()) -> tuple[list[Solution], list[dict], torch.Tensor, dict]:
+        """Solutions along ``directions`` (:func:`render_solutions`): two per direction unless ``settings.solutions`` says."""
+        z0 = as_latent(z0).to(self.device)
+        num = settings.solutions if settings.solutions is not None else 2 * len(directions)
+        eta_max = settings.eta_max if settings.eta_max is not None else default_eta_max(z0.numel())
+        return render_solutions(self.generator, observation.forward.to(self.device), observation.y.to(self.device), z0,
+                                first_image.to(self.device), directions, metric=self.metric, num_solutions=num, tau=settings.tau,
+                                eta_max=eta_max)
+
+    def explore(self, observation: Observation, *, inversion: InversionSettings = InversionSettings(),
+                eigen: EigenSettings = EigenSettings(), directions: DirectionSettings = DirectionSettings(),
+                steps: StepSettings = StepSettings(), seed: int = DEFAULT_SEED, quiet: bool | None = None) -> ExplorationResult:
+        """The whole pipeline on one observation (:func:`explore`)."""
+        self.check(eigen)
+        return explore(self.generator, observation.forward.to(self.device), observation.y.to(self.device), metric=self.metric,
+                       num_solutions=directions.solutions, mode=directions.mode, k_y=eigen.k_y, K=eigen.k,
+                       threshold=directions.threshold, eps=directions.eps, tau=steps.tau, eta_max=steps.eta_max, solver=eigen.solver,
+                       tol=eigen.tol, invert_options=_invert_kwargs(inversion), max_memory=self.budget, seed=seed, quiet=quiet)
+
+
+def _invert_kwargs(settings: InversionSettings) -> dict:
+    """:func:`~hvp_explore.inversion.invert`'s keywords of the settings (the switches' on/off as True/False)."""
+    kwargs = settings.kwargs()
+    for name in ("gauss_newton", "iagan"):
+        kwargs[name] = SWITCHES[kwargs[name]]
+    return kwargs

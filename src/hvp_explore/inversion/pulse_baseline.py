@@ -105,7 +105,7 @@ def schedule_factor(schedule: str, step: int, steps: int) -> float:
     return 0.1 + (step - 0.9 * steps) / (0.1 * steps) * (1e-3 - 0.1)
 
 
-def _spherical_project(z: torch.Tensor, radii: torch.Tensor) -> None:
+def spherical_project(z: torch.Tensor, radii: torch.Tensor) -> None:
     """PULSE's SphericalOptimizer rescaling, in place: each row back to its initial norm."""
     z.mul_(radii / z.norm(dim=1, keepdim=True))
 
@@ -141,7 +141,7 @@ def _pulse_batch(generator, forward, y, z0, *, steps, lr, eps, schedule, stop_at
         opt.step()
         sched.step()
         with torch.no_grad():
-            _spherical_project(z, radii)
+            spherical_project(z, radii)
     return out_z, out_x, out_mse, steps_run
 
 

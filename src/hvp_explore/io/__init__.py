@@ -5,8 +5,7 @@ that appear whole or not at all), :mod:`~hvp_explore.io.stages` (the files passe
 stages and every output folder's writer), :mod:`~hvp_explore.io.figures` (contact sheets and plots),
 :mod:`~hvp_explore.io.batch` (many observations, resumable and sharded), :mod:`~hvp_explore.io.weights`
 (checksummed weight files).
+
+Importing this package loads nothing: the command line reads and writes folders (``io.atomic``,
+``io.files``, ``io.tables``) before torch is imported; the modules that need torch load on use.
 """
-
-from hvp_explore.io.images import ImageError, load_image, load_measurements, save_image
-
-__all__ = ["ImageError", "load_image", "save_image", "load_measurements"]

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-T = TypeVar("T")
 
 
 def progress_enabled(quiet: bool | None = None) -> bool:
@@ -49,13 +46,3 @@ class _Bar:
         if self._progress is not None:
             kwargs = {} if status is None else {"status": status}
             self._progress.update(self._task, advance=n, **kwargs)
-
-
-def track(items: Iterable[T], description: str, *, total: int | None = None, quiet: bool | None = None) -> Iterator[T]:
-    """Iterate over ``items`` with a progress bar (see :func:`progress_bar`)."""
-    if total is None and hasattr(items, "__len__"):
-        total = len(items)  # type: ignore[arg-type]
-    with progress_bar(description, total, quiet=quiet) as bar:
-        for item in items:
-            yield item
-            bar.advance()

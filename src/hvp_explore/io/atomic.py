@@ -51,8 +51,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +105,10 @@ def to_jsonable(obj: Any, *, where: str = "payload") -> Any:
     """
     if obj is None or isinstance(obj, (bool, str)):
         return obj
-    if isinstance(obj, np.generic):
+    # numpy and torch are looked up, not imported: a value of theirs exists only if they are loaded, and the
+    # command line writes folders without loading torch when it need not.
+    np, torch = sys.modules.get("numpy"), sys.modules.get("torch")
+    if np is not None and isinstance(obj, np.generic):
         obj = obj.item()  # numpy bool/int/float -> Python; np.float64 is also a float, so check first
         if isinstance(obj, (complex, bytes)):
             raise TypeError(f"{where}: cannot write a {type(obj).__name__} value to JSON")
@@ -116,12 +117,12 @@ def to_jsonable(obj: Any, *, where: str = "payload") -> Any:
         return int(obj)
     if isinstance(obj, float):
         return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, torch.Tensor):
+    if torch is not None and isinstance(obj, torch.Tensor):
         if obj.is_complex():
             raise TypeError(f"{where}: cannot write a complex tensor to JSON")
         obj = obj.detach().cpu()
         return to_jsonable(obj.item() if obj.dim() == 0 else obj.tolist(), where=where)
-    if isinstance(obj, np.ndarray):
+    if np is not None and isinstance(obj, np.ndarray):
         if obj.dtype.kind not in "biuf":
             raise TypeError(f"{where}: cannot write a numpy array of dtype {obj.dtype} to JSON")
         return to_jsonable(obj.tolist(), where=where)
@@ -133,7 +134,7 @@ def to_jsonable(obj: Any, *, where: str = "payload") -> Any:
     if isinstance(obj, Mapping):
         out = {}
         for key, value in obj.items():
-            if isinstance(key, np.generic):
+            if np is not None and isinstance(key, np.generic):
                 key = key.item()
             if not (key is None or isinstance(key, (str, int, float, bool))):
                 raise TypeError(f"{where}: mapping key {key!r} of type {type(key).__name__} is not valid in JSON")

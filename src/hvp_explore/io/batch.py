@@ -40,7 +40,7 @@ from typing import Any, Literal, TypeVar
 
 from hvp_explore.io.atomic import OutputDirError, is_complete, to_jsonable
 from hvp_explore.io._progress import progress_bar
-from hvp_explore.io.figures import summary_table
+from hvp_explore.io.tables import summary_table
 
 logger = logging.getLogger(__name__)
 

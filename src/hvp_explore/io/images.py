@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from hvp_explore.io.files import ImageError, check_file
+
 logger = logging.getLogger(__name__)
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -27,21 +29,6 @@ _JPEG_SIGNATURE = b"\xff\xd8\xff"
 _SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N"})
 _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
-
-
-class ImageError(ValueError):
-    """An input or output file is missing, unreadable or holds invalid data (one-line message)."""
-
-
-def _check_file(path: Path, what: str) -> None:
-    if path.is_dir():
-        raise ImageError(f"{path} is a directory: expected {what} file")
-    if not path.exists():
-        raise ImageError(f"{path} not found: expected {what} file")
-    if not path.is_file():
-        raise ImageError(f"{path} is not a regular file: expected {what} file")
-    if path.stat().st_size == 0:
-        raise ImageError(f"{path} is empty (0 bytes): expected {what} file")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -52,7 +39,7 @@ def _one_line(exc: BaseException) -> str:
 def _open_image(path: Path | str) -> Image.Image:
     """Open and fully decode an image file, turning every failure into a one-line ImageError."""
     path = Path(path)
-    _check_file(path, "an image (PNG or JPEG)")
+    check_file(path, "an image (PNG or JPEG)")
     try:
         with open(path, "rb") as f:
             head = f.read(len(_PNG_SIGNATURE))
@@ -289,7 +276,7 @@ def load_measurements(path: Path | str) -> torch.Tensor:
             a non-numeric array, or values that are NaN or infinite.
     """
     path = Path(path)
-    _check_file(path, "a measurements (.npy)")
+    check_file(path, "a measurements (.npy)")
     if path.suffix.lower() != ".npy":
         raise ImageError(f"{path}: measurements must be a NumPy .npy file, got extension {path.suffix!r}")
     try:

@@ -26,10 +26,11 @@ from hvp_explore.inversion import InversionResult
 from hvp_explore.metrics import load_metric
 from hvp_explore.problems.observation import Observation
 from hvp_explore.problems import lr_psnr, make_problem
+from hvp_explore.settings import ProblemSettings
 from hvp_explore.inversion import PulseResult
 from hvp_explore.io.figures import contact_sheet, plot_correlation, plot_coupling, plot_spectra, spread_image
 
-__all__ = ["RunState", "save_state", "load_state", "state_from_inversion", "write_inversion", "write_pulse", "write_eigen",
+__all__ = ["RunState", "save_state", "load_state", "problem_state", "state_from_inversion", "write_inversion", "write_pulse", "write_eigen",
            "write_exploration", "exploration_report"]
 
 STATE_FILE = "state.pt"
@@ -79,10 +80,18 @@ class RunState:
             G.load_state_dict(self.generator_state)
         return G.eval()
 
-    def load_metric(self, *, device: str = "cpu"):
+    def metric_name(self) -> str:
+        """The perceptual metric the ``eig`` stage used.
+
+        Raises:
+            ValueError: No ``eig`` stage has run on this folder yet.
+        """
         if self.metric is None:
             raise ValueError("this run has no perceptual metric yet: run 'hvp-explore eig' on it first")
-        return load_metric(self.metric, device=device)
+        return self.metric
+
+    def load_metric(self, *, device: str = "cpu"):
+        return load_metric(self.metric_name(), device=device)
 
 
 def problem_spec(kind: str, image_shape, *, factor: int, kernel: str, box: str | None, mask_tensor: torch.Tensor | None,
@@ -96,6 +105,15 @@ def problem_spec(kind: str, image_shape, *, factor: int, kernel: str, box: str |
     else:
         options.update(m=m, seed=seed)
     return options
+
+
+def problem_state(observation: Observation, settings: ProblemSettings, *, seed: int) -> dict:
+    """The problem of ``observation`` as stored in ``state.pt`` (a mask is kept as the tensor the operator used)."""
+    forward = observation.forward
+    mask = getattr(forward, "missing", None) if settings.problem == "inpaint" and settings.box is None else None
+    return problem_spec(settings.problem, forward.image_shape, factor=settings.factor, kernel=settings.kernel, box=settings.box,
+                        mask_tensor=None if mask is None else mask.detach().cpu().bool(),
+                        m=forward.num_measurements if settings.problem == "cs" else None, seed=seed)
 
 
 def state_from_inversion(*, generator: str, observation: Observation, problem: dict, inversion: InversionResult) -> RunState:

@@ -1,22 +1,30 @@
-"""The shared interface of curvature operators (private plumbing; the public classes subclass it).
+r"""The shared interface of curvature operators (private plumbing; the public classes subclass it).
 
 A :class:`CurvatureOperator` is a symmetric ``n x n`` matrix known only through products. It follows
 scipy's ``LinearOperator`` protocol (``shape``, ``dtype``, ``matvec``, ``matmat``) on torch tensors,
 and bridges to scipy with :meth:`CurvatureOperator.to_scipy`. Subclasses implement one method,
 ``_matmat(V)`` for a block ``V`` of shape (n, b) on the operator's device and dtype.
+
+Operators combine linearly: ``A + B``, ``A - B``, ``c * A``, ``-A`` and ``A.shifted(s)``
+(:math:`A + s I`) are a :class:`LinearCombination` :math:`\sum_i c_i A_i + s I`, still matrix-free.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 from scipy.sparse.linalg import LinearOperator
 
-__all__ = ["CurvatureOperator", "NonFiniteError", "as_latent", "frozen_modules", "module_dtype_device"]
+__all__ = ["CurvatureOperator", "LinearCombination", "NonFiniteError", "as_latent", "frozen_modules", "module_dtype_device"]
+
+#: NumPy dtypes :meth:`CurvatureOperator.to_scipy` can bridge to.
+_SCIPY_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 
 class NonFiniteError(FloatingPointError):
@@ -76,15 +84,24 @@ def frozen_modules(*callables: object) -> Iterator[None]:
 
 
 class CurvatureOperator(ABC):
-    """A symmetric positive semi-definite ``n x n`` operator defined by its products.
+    r"""A symmetric ``n x n`` operator defined by its products (positive semi-definite for curvature).
+
+    Operators form a vector space: ``A + B``, ``A - B``, ``c * A``, ``A * c``, ``-A`` and
+    ``A.shifted(s)`` (:math:`A + s I`) build a :class:`LinearCombination`, applied product by product
+    (nothing is formed densely). A difference or a negative multiple is symmetric but may be indefinite.
 
     Attributes:
         num_matvecs: Number of vector products applied so far (a block of ``b`` columns counts ``b``).
         num_calls: Number of batched calls of ``_matmat`` (blocks) so far.
         name: Short label used in error messages (which stage produced a fault).
+        self_adjoint: Whether the operator equals its adjoint, :math:`A^T = A` (every curvature operator
+            is); :meth:`to_scipy` then serves ``rmatvec``/``rmatmat`` with the products (none otherwise).
     """
 
     name = "operator"
+    self_adjoint = True
+    # NumPy scalars and arrays defer to the operator's own arithmetic (``np.float64(2) * A`` is scaling).
+    __array_ufunc__ = None
 
     def __init__(self, n: int, *, dtype: torch.dtype, device: torch.device, block_size: int | None = None,
                  modules: tuple[object, ...] = ()):
@@ -127,25 +144,79 @@ class CurvatureOperator(ABC):
             raise ValueError(f"matmat expects a block of shape ({self._n}, b), got {tuple(V.shape)}")
         as_numpy = isinstance(V, np.ndarray)
         Vt = torch.as_tensor(V).to(device=self._device, dtype=self._dtype)
-        b = Vt.shape[1]
-        step = self.block_size or max(b, 1)
-        blocks = []
         with frozen_modules(*self._modules):
-            for start in range(0, b, step):
-                chunk = Vt[:, start : start + step]
-                out = self._matmat(chunk).detach()
-                self.num_matvecs += chunk.shape[1]
-                self.num_calls += 1
-                blocks.append(out)
-        out = torch.cat(blocks, dim=1) if blocks else Vt.new_zeros(self._n, 0)
+            out = self._blockwise(Vt)
         if not torch.isfinite(out).all():
             raise NonFiniteError(f"{self.name}: a product produced NaN or inf")
         if as_numpy:
             return out.cpu().numpy().astype(V.dtype, copy=False)
         return out
 
+    def _blockwise(self, V: torch.Tensor) -> torch.Tensor:
+        """``_matmat`` on chunks of at most ``block_size`` columns of ``V``, counted, outputs detached.
+
+        The caller has converted ``V`` and frozen the modules; a :class:`LinearCombination` calls this on
+        its terms, so each term keeps its own memory budget and product counters.
+        """
+        b = V.shape[1]
+        step = self.block_size or max(b, 1)
+        blocks = []
+        for start in range(0, b, step):
+            chunk = V[:, start : start + step]
+            blocks.append(self._matmat(chunk).detach())
+            self.num_matvecs += chunk.shape[1]
+            self.num_calls += 1
+        return torch.cat(blocks, dim=1) if blocks else V.new_zeros(self._n, 0)
+
     def __matmul__(self, other: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
         return self.matvec(other) if other.ndim == 1 else self.matmat(other)
+
+    # --- the algebra: linear combinations, matrix-free --------------------------------------------
+    def __add__(self, other: object) -> LinearCombination:
+        """:math:`A + B` for an operator ``B`` of the same size, dtype and device.
+
+        Raises:
+            ValueError: ``B`` differs in size, dtype or device.
+            TypeError: ``B`` is a number or an array (a multiple of the identity is ``A.shifted(s)``).
+        """
+        return self._combine(other, 1.0)
+
+    __radd__ = __add__
+
+    def __sub__(self, other: object) -> LinearCombination:
+        """:math:`A - B` (symmetric, indefinite in general)."""
+        return self._combine(other, -1.0)
+
+    def __mul__(self, c: object) -> LinearCombination:
+        """:math:`c A` for a real scalar ``c`` (``A * c`` and ``c * A`` alike; a 0-d array or tensor counts).
+
+        Raises:
+            ValueError: ``c`` is an array with dimensions (a product with vectors is ``A @ V``) or not finite.
+            TypeError: ``c`` is not a number (another operator, a string, a bool).
+        """
+        return LinearCombination(((c, self),))
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> LinearCombination:
+        """:math:`-A`."""
+        return LinearCombination(((-1.0, self),))
+
+    def shifted(self, shift: float) -> LinearCombination:
+        r""":math:`A + s I`, e.g. the regularised metric :math:`H_Y + \epsilon I` of the pencil.
+
+        Args:
+            shift: The real scalar :math:`s` (the identity costs no product).
+        """
+        return LinearCombination(((1.0, self),), shift=shift)
+
+    def _combine(self, other: object, sign: float) -> LinearCombination:
+        if isinstance(other, CurvatureOperator):
+            return LinearCombination(((1.0, self), (sign, other)))
+        if isinstance(other, (numbers.Number, torch.Tensor, np.ndarray)):
+            raise TypeError(f"only an operator can be added to {self.name}, got {type(other).__name__}; "
+                            "use A.shifted(s) for A + s I")
+        return NotImplemented
 
     # --- references and bridges ------------------------------------------------------------------
     def dense(self) -> torch.Tensor:
@@ -153,17 +224,26 @@ class CurvatureOperator(ABC):
         eye = torch.eye(self._n, dtype=self._dtype, device=self._device)
         return self.matmat(eye)
 
-    def to_scipy(self) -> LinearOperator:
-        """A float64 ``scipy.sparse.linalg.LinearOperator`` with matvec and matmat."""
+    def to_scipy(self, dtype: np.dtype | type = np.float64) -> LinearOperator:
+        """A ``scipy.sparse.linalg.LinearOperator`` with matvec and matmat (and their adjoints when self-adjoint).
+
+        Args:
+            dtype: NumPy dtype of the bridge (float16, float32 or float64): inputs are cast to it,
+                products run in the operator's own dtype and come back cast to it.
+        """
+        dtype = np.dtype(dtype)
+        if dtype not in _SCIPY_DTYPES:
+            raise ValueError(f"to_scipy needs a float16, float32 or float64 dtype, got {dtype}")
 
         def _apply(X: np.ndarray) -> np.ndarray:
-            X = np.asarray(X, dtype=np.float64)
+            X = np.asarray(X, dtype=dtype)
             squeeze = X.ndim == 1
             out = self.matmat(torch.from_numpy(X.reshape(self._n, -1).copy()))
-            out = out.detach().to("cpu", torch.float64).numpy()
+            out = out.detach().cpu().numpy().astype(dtype, copy=False)
             return out.reshape(-1) if squeeze else out
 
-        return LinearOperator(self.shape, matvec=_apply, matmat=_apply, rmatvec=_apply, rmatmat=_apply, dtype=np.float64)
+        adjoint = _apply if self.self_adjoint else None
+        return LinearOperator(self.shape, matvec=_apply, matmat=_apply, rmatvec=adjoint, rmatmat=adjoint, dtype=dtype)
 
     def check_deterministic(self, *, num_vectors: int = 2, seed: int = 0, rtol: float = 0.0) -> float:
         """Apply the same block twice and return the largest relative difference.
@@ -189,11 +269,97 @@ class CurvatureOperator(ABC):
         return f"{type(self).__name__}(n={self._n}, dtype={self._dtype}, device={self._device}, matvecs={self.num_matvecs})"
 
 
-def _vectorised(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Map a per-vector function over the columns of a block with ``torch.func.vmap``."""
-    batched = torch.func.vmap(fn)
+def _real_scalar(c: object, what: str) -> float:
+    """``c`` as a float when it is a finite real scalar (a Python or NumPy number, a 0-d array or tensor).
 
-    def apply(V: torch.Tensor) -> torch.Tensor:
-        return batched(V.T).T
+    Raises:
+        ValueError: An array or tensor with dimensions, or NaN / inf.
+        TypeError: Anything else that is not a real number (bools included).
+    """
+    if isinstance(c, (torch.Tensor, np.ndarray)):
+        if c.ndim != 0:
+            raise ValueError(f"{what} must be a real scalar, got an array of shape {tuple(c.shape)} (products are A @ V)")
+        c = c.item()
+    if isinstance(c, bool) or not isinstance(c, numbers.Real):
+        raise TypeError(f"{what} must be a real scalar, got {type(c).__name__}")
+    if not math.isfinite(c):
+        raise ValueError(f"{what} must be finite, got {c}")
+    return float(c)
 
-    return apply
+
+class LinearCombination(CurvatureOperator):
+    r"""The operator :math:`C = \sum_i c_i A_i + s I` of operators of one size, dtype and device.
+
+    Built by the algebra of :class:`CurvatureOperator` (``A + B``, ``A - B``, ``c * A``, ``-A``,
+    ``A.shifted(s)``) rather than directly. A product :math:`C V = \sum_i c_i (A_i V) + s V` applies
+    every term to the block (each splits it by its own ``block_size``: its memory budget holds) while
+    the modules of all terms are frozen (eval mode, no parameter gradients), as for a single operator.
+
+    Product counters: ``num_matvecs`` and ``num_calls`` of the combination count its own products and
+    calls, and each term's counters count the products it applied (one per product of the combination
+    and occurrence of the term), so the costs of the underlying operators stay visible to their holders.
+
+    Args:
+        terms: The ``(c_i, A_i)`` pairs, at least one; the coefficients are real scalars.
+        shift: The multiple :math:`s` of the identity.
+
+    Raises:
+        ValueError: Operators of different sizes, dtypes or devices; an array coefficient or shift (not
+            0-d), or a non-finite one.
+        TypeError: A term that is not a :class:`CurvatureOperator`, or a coefficient or shift that is
+            not a real number (a string, a bool, an operator).
+    """
+
+    def __init__(self, terms: tuple[tuple[float, CurvatureOperator], ...], *, shift: float = 0.0):
+        terms = tuple(terms)
+        if not terms:
+            raise ValueError("a linear combination needs at least one operator")
+        first = terms[0][1]
+        for _, op in terms:
+            if not isinstance(op, CurvatureOperator):
+                raise TypeError(f"a linear combination combines CurvatureOperators, got {type(op).__name__}")
+            if (op.shape, op.dtype, op.device) != (first.shape, first.dtype, first.device):
+                raise ValueError(f"cannot combine {first.name} ({first.shape}, {first.dtype}, {first.device}) with "
+                                 f"{op.name} ({op.shape}, {op.dtype}, {op.device}): size, dtype and device must agree")
+        super().__init__(first.shape[0], dtype=first.dtype, device=first.device,
+                         modules=tuple(m for _, op in terms for m in op._modules))
+        self._terms = tuple((_real_scalar(c, "a coefficient"), op) for c, op in terms)
+        self._shift = _real_scalar(shift, "the shift")
+        self.self_adjoint = all(op.self_adjoint for _, op in terms)
+        self.name = _combination_name(self._terms, self._shift)
+
+    @property
+    def terms(self) -> tuple[tuple[float, CurvatureOperator], ...]:
+        """The ``(c_i, A_i)`` pairs."""
+        return self._terms
+
+    @property
+    def shift(self) -> float:
+        """The multiple :math:`s` of the identity."""
+        return self._shift
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        out = None
+        for c, op in self._terms:
+            product = op._blockwise(V)
+            product = product if c == 1.0 else c * product
+            out = product if out is None else out + product
+        return out + self._shift * V if self._shift else out
+
+
+def _combination_name(terms: tuple[tuple[float, CurvatureOperator], ...], shift: float) -> str:
+    """A readable label such as ``H_X - 0.5 * (H_Y + 0.001 I)`` (error messages name the combination)."""
+    parts = [(c, f"({op.name})" if _compound(op) else op.name, " * ") for c, op in terms]
+    if shift:
+        parts.append((shift, "I", " "))
+    label = ""
+    for i, (c, name, times) in enumerate(parts):
+        sign = ("-" if c < 0 else "") if i == 0 else (" - " if c < 0 else " + ")
+        magnitude = "" if abs(c) == 1.0 and name != "I" else f"{abs(c):g}{times}"
+        label += f"{sign}{magnitude}{name}"
+    return label
+
+
+def _compound(op: CurvatureOperator) -> bool:
+    """Whether the label of ``op`` needs parentheses inside another combination's."""
+    return isinstance(op, LinearCombination) and (len(op.terms) > 1 or op.shift != 0.0 or op.terms[0][0] < 0)

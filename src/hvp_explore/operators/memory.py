@@ -25,7 +25,7 @@ import torch
 
 from hvp_explore.operators.base import CurvatureOperator
 
-__all__ = ["parse_size", "default_budget", "measure_peak_bytes", "ProductMemory", "product_memory", "fit_block_size",
+__all__ = ["parse_size", "default_budget", "resolve_budget", "measure_peak_bytes", "ProductMemory", "product_memory", "fit_block_size",
            "CPU_BATCH_ELEMENTS", "cpu_batch_size", "batch_limit"]
 
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MB": 1 << 20, "MIB": 1 << 20,
@@ -55,6 +55,15 @@ def default_budget(device: torch.device | str) -> int:
         if match:
             return int(match.group(1)) * 1024 // 2
     return 4 << 30  # unknown platform: a conservative 4 GiB
+
+
+def resolve_budget(spec: str | int | None, device: torch.device | str) -> int | None:
+    """A memory budget in bytes from ``--max-memory``: ``"auto"`` (:func:`default_budget`), ``"none"``/None, a size or bytes."""
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "none"):
+        return None
+    if isinstance(spec, str) and spec.strip().lower() == "auto":
+        return default_budget(device)
+    return spec if isinstance(spec, int) and not isinstance(spec, bool) else parse_size(spec)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,58 @@
+"""Commands around the pipeline: ``generators`` (what is available), ``train`` (the embedded default), ``bench``."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+import click
+
+from hvp_explore.cli._common import UserError, command_line, console, finish, setup
+
+
+@click.command("generators")
+def generators_cmd():
+    """List the registered generators and perceptual metrics."""
+    from hvp_explore.generators import available_generators
+    from hvp_explore.io.tables import summary_table
+    from hvp_explore.metrics import available_metrics
+
+    rows = [{"name": k, "description": v} for k, v in available_generators().items()]
+    console.print(summary_table(rows, {"name": "generator", "description": "description"}))
+    console.print("metrics: " + ", ".join(available_metrics()))
+
+
+@click.command()
+@click.argument("kind", type=click.Choice(["gan", "classifier"]))
+@click.option("--epochs", type=int, default=None, help="Training epochs (default: those of the shipped weights, 15 for the GAN, 4 "
+                                                        "for the classifier).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the initialisation and the data order.")
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Weights file to write (.pt).")
+@click.option("--quiet", is_flag=True, help="No progress bars or messages.")
+def train(kind, epochs, seed, out, quiet):
+    """Train the embedded default: the Fashion-MNIST DCGAN or the perceptual-trunk classifier."""
+    from hvp_explore.training import save_trained
+    from hvp_explore.training import train as run_train
+
+    setup(quiet, seed)
+    if out.suffix != ".pt":
+        raise UserError(f"--out must be a .pt weights file, got {out}")
+    result = run_train(kind, epochs=epochs, seed=seed, quiet=quiet)
+    record = save_trained(result, out, kind=kind, command=command_line())
+    finish(quiet, out.parent, f"training ({kind})", [{"epochs": record["epochs"], "seconds": record["seconds"],
+                                                      "sha256": record["sha256"][:16]}], ["epochs", "seconds", "sha256"])
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("name")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(name, args):
+    """Run benchmarks/NAME.py of a source checkout with ARGS (results under benchmarks/results/ and docs/)."""
+    script = Path.cwd() / "benchmarks" / f"{name}.py"
+    if not script.is_file() or name.startswith("_"):
+        found = sorted(p.stem for p in (Path.cwd() / "benchmarks").glob("[!_]*.py"))
+        raise UserError(f"no benchmark {name!r} in {Path.cwd() / 'benchmarks'}: run this from a source checkout of hvp-explore"
+                        + (f" (benchmarks: {', '.join(found)})" if found else ""))
+    sys.argv = [str(script), *args]
+    runpy.run_path(str(script), run_name="__main__")
