@@ -93,6 +93,8 @@ def test_command_line_defaults_and_choices_are_the_settings():
     ("hvp_explore.exploration:explore", "StepSettings", {}),
     ("hvp_explore.exploration:explore", "EigenSettings", {"k": "K", "metric": None, "max_memory": None}),
     ("hvp_explore.problems:make_problem", "ProblemSettings", {"problem": None, "from_clean": None, "noise": None, "resize": None}),
+    ("hvp_explore.problems:load_observation", "ProblemSettings", {}),
+    ("hvp_explore.eigen:top_eigenpairs", "EigenSettings", {"tol": None, "k": None}),
 ])
 def test_library_defaults_are_the_settings(function, cls, renames):
     import importlib

@@ -19,11 +19,14 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 #: Feasibility threshold on the measurement MSE ([0, 1] pixel scale): PULSE's epsilon.
 DEFAULT_TAU = 2e-3
 PROBLEM_KINDS = ("sr", "inpaint", "cs")
+DEFAULT_PROBLEM = "sr"
 SR_KERNELS = ("area", "bicubic")
+DEFAULT_KERNEL = "area"
 DEFAULT_FACTOR = 4
 
 # --- inversion ---------------------------------------------------------------------------------------
 PRIORS = ("normal", "truncated", "sphere")
+DEFAULT_PRIOR = "normal"
 #: Truncation threshold of the "truncated" latent prior (|z_i| <= truncation).
 DEFAULT_TRUNCATION = 1.0
 #: CSGM restarts, optimised together (compared on held-out observations: docs/inversion.md).
@@ -41,6 +44,8 @@ DEFAULT_IAGAN_LR_Z = 1e-4
 DEFAULT_IAGAN_LR_G = 1e-3
 #: Values of the three-way switches (``--iagan``, ``--gauss-newton``) and what the library receives.
 SWITCHES = {"auto": "auto", "on": True, "off": False}
+#: ``--gauss-newton`` and ``--iagan``: decide from the problem (docs/inversion.md).
+DEFAULT_SWITCH = "auto"
 
 # --- PULSE -------------------------------------------------------------------------------------------
 PULSE_SCHEDULES = ("fixed", "linear1cycle", "linear1cycledrop")
@@ -50,6 +55,8 @@ DEFAULT_PULSE_SCHEDULE = "linear1cycledrop"
 
 # --- eigensolvers ------------------------------------------------------------------------------------
 SOLVERS = ("auto", "dense", "jacobian", "arpack", "lanczos", "lobpcg", "block-krylov")
+#: ``auto``: the cheapest solver by a cost model (docs/operators.md).
+DEFAULT_SOLVER = "auto"
 GENERALIZED_SOLVERS = ("auto", "whitened", "lobpcg", "dense")
 #: Relative eigensolver tolerance of :func:`~hvp_explore.eigen.top_eigenpairs` and of the pencil solver.
 DEFAULT_EIGEN_TOL = 1e-4
@@ -61,6 +68,7 @@ DEFAULT_MAX_MEMORY = "auto"
 
 # --- exploration -------------------------------------------------------------------------------------
 MODES = ("eglass", "generalized", "raw")
+DEFAULT_MODE = "eglass"
 #: 1-based index of the first H_X eigenvector (e-GLASS, raw), or the number of pencil eigenvectors.
 DEFAULT_K = 10
 DEFAULT_NUM_SOLUTIONS = 10
@@ -131,9 +139,9 @@ class _Settings:
 class ProblemSettings(_Settings):
     """How INPUT becomes an observation (:func:`~hvp_explore.problems.load_observation`)."""
 
-    problem: str = field(default="sr", metadata=option("Super-resolution, inpainting or compressed sensing.", choices=PROBLEM_KINDS))
+    problem: str = field(default=DEFAULT_PROBLEM, metadata=option("Super-resolution, inpainting or compressed sensing.", choices=PROBLEM_KINDS))
     factor: int = field(default=DEFAULT_FACTOR, metadata=option("Super-resolution factor."))
-    kernel: str = field(default="area", metadata=option("Super-resolution downsampling kernel.", choices=SR_KERNELS))
+    kernel: str = field(default=DEFAULT_KERNEL, metadata=option("Super-resolution downsampling kernel.", choices=SR_KERNELS))
     mask: str | None = field(default=None, metadata=option("Inpainting mask PNG (white = missing).", path=True))
     box: str | None = field(default=None, metadata=option("Inpainting: missing rectangle x,y,w,h."))
     m: int | None = field(default=None, metadata=option("Compressed sensing: number of measurements m.", flag="--measurements"))
@@ -154,12 +162,12 @@ class InversionSettings(_Settings):
     restarts: int = field(default=DEFAULT_RESTARTS, metadata=option("CSGM restarts optimised together."))
     steps: int = field(default=DEFAULT_STEPS, metadata=option("Largest number of CSGM Adam steps (IAGAN's steps are bounded by it too)."))
     lr: float = field(default=DEFAULT_LR, metadata=option("CSGM Adam learning rate."))
-    prior: str = field(default="normal", metadata=option("Latent prior of the starts and of the projection after each step.",
+    prior: str = field(default=DEFAULT_PRIOR, metadata=option("Latent prior of the starts and of the projection after each step.",
                                                          choices=PRIORS))
-    gauss_newton: str = field(default="auto", metadata=option(
+    gauss_newton: str = field(default=DEFAULT_SWITCH, metadata=option(
         "Finish CSGM with Gauss-Newton steps from its first feasible iterate: 'auto' when m <= n or n <= "
         f"{GAUSS_NEWTON_MAX_LATENT} (docs/inversion.md).", choices=tuple(SWITCHES)))
-    iagan: str = field(default="auto", metadata=option(
+    iagan: str = field(default=DEFAULT_SWITCH, metadata=option(
         "Fine-tune the generator jointly with the latent after CSGM (IAGAN): 'auto' only when CSGM stays above --tau.",
         choices=tuple(SWITCHES)))
     back_projection: bool = field(default=False, metadata=option("Back-project the final image onto the measurements (IAGAN)."))
@@ -181,7 +189,7 @@ class EigenSettings(_Settings):
     k: int = field(default=DEFAULT_K, metadata=option(
         "H_X eigenpairs; e-GLASS starts at v^k (beyond 2k solutions the directions are combinations)."))
     k_y: int | None = field(default=None, metadata=option("H_Y eigenpairs (default: its whole range m when m < n, else n/16)."))
-    solver: str = field(default="auto", metadata=option("Eigensolver.", choices=SOLVERS))
+    solver: str = field(default=DEFAULT_SOLVER, metadata=option("Eigensolver.", choices=SOLVERS))
     tol: float = field(default=DEFAULT_TOL, metadata=option("Relative eigensolver tolerance."))
     max_memory: str = field(default=DEFAULT_MAX_MEMORY, metadata=option(
         "Memory budget of one batched product, e.g. 2GB; 'auto' = half the device's free memory; 'none' = no limit "
@@ -195,7 +203,7 @@ class DirectionSettings(_Settings):
     _positive = ("solutions", "eps")
     _integers = ("solutions",)
 
-    mode: str = field(default="eglass", metadata=option(
+    mode: str = field(default=DEFAULT_MODE, metadata=option(
         "e-GLASS projections, generalized (pencil) directions, or raw H_X eigenvectors.", choices=MODES))
     solutions: int = field(default=DEFAULT_NUM_SOLUTIONS, metadata=option("Number of explored solutions N."))
     threshold: float = field(default=DEFAULT_THRESHOLD, metadata=option("e-GLASS cosine threshold."))

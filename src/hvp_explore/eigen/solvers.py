@@ -33,7 +33,7 @@ import torch
 
 from hvp_explore.eigen import _methods
 from hvp_explore.operators.base import CurvatureOperator
-from hvp_explore.settings import DEFAULT_EIGEN_TOL, SOLVERS
+from hvp_explore.settings import DEFAULT_EIGEN_TOL, DEFAULT_SOLVER, SOLVERS
 
 __all__ = ["EigenResult", "ConvergenceWarning", "SOLVERS", "SOLVER_REGISTRY", "top_eigenpairs", "choose_solver",
            "subspace_cosines"]
@@ -147,7 +147,7 @@ def _check_k(op: CurvatureOperator, k: int, solver: str) -> None:
         raise ValueError("solver 'jacobian' needs a Gauss-Newton operator (method='ggn')")
 
 
-def top_eigenpairs(op: CurvatureOperator, k: int, *, solver: str = "auto", tol: float = DEFAULT_EIGEN_TOL, seed: int = 0,
+def top_eigenpairs(op: CurvatureOperator, k: int, *, solver: str = DEFAULT_SOLVER, tol: float = DEFAULT_EIGEN_TOL, seed: int = 0,
                    max_matvecs: int | None = None, oversample: int | None = None, warn: bool = True) -> EigenResult:
     r"""The k largest eigenpairs of a symmetric PSD operator, matrix-free.
 

@@ -49,8 +49,10 @@ from hvp_explore.settings import (
     DEFAULT_K,
     DEFAULT_MAX_MEMORY,
     DEFAULT_METRIC,
+    DEFAULT_MODE,
     DEFAULT_NUM_SOLUTIONS,
     DEFAULT_SEED,
+    DEFAULT_SOLVER,
     DEFAULT_TAU,
     DEFAULT_THRESHOLD,
     DEFAULT_TOL,
@@ -232,7 +234,7 @@ class EigenStage:
 
 
 def eigenpairs(generator: Callable, forward: Callable, metric: Callable, z0: torch.Tensor, *, k: int = DEFAULT_K,
-               k_y: int | None = None, solver: str = "auto", tol: float = DEFAULT_TOL, max_memory: int | None = None,
+               k_y: int | None = None, solver: str = DEFAULT_SOLVER, tol: float = DEFAULT_TOL, max_memory: int | None = None,
                batch: int | None = None, seed: int = 0) -> EigenStage:
     """Top eigenpairs of H_Y and H_X at ``z0``: the eigen stage of :func:`explore` and of ``hvp-explore eig``.
 
@@ -268,8 +270,8 @@ def eigenpairs(generator: Callable, forward: Callable, metric: Callable, z0: tor
 
 
 def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: Callable, num_solutions: int = DEFAULT_NUM_SOLUTIONS,
-            mode: str = "eglass", k_y: int | None = None, K: int | None = DEFAULT_K, threshold: float = DEFAULT_THRESHOLD, eps: float = DEFAULT_EPS,
-            tau: float = DEFAULT_TAU, eta_max: float | None = None, solver: str = "auto", tol: float = DEFAULT_TOL,
+            mode: str = DEFAULT_MODE, k_y: int | None = None, K: int | None = DEFAULT_K, threshold: float = DEFAULT_THRESHOLD, eps: float = DEFAULT_EPS,
+            tau: float = DEFAULT_TAU, eta_max: float | None = None, solver: str = DEFAULT_SOLVER, tol: float = DEFAULT_TOL,
             inversion: InversionResult | None = None, invert_options: dict | None = None, max_memory: int | None = None,
             seed: int = 0, quiet: bool | None = None) -> ExplorationResult:
     r"""Find a first solution, then explore ``num_solutions`` more along low-measurement, high-perceptual directions.

@@ -11,15 +11,15 @@ as is.
 
 from __future__ import annotations
 
+import io
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from hvp_explore.io.atomic import write_bytes_atomic
 from hvp_explore.io.files import ImageError, check_file
 
 logger = logging.getLogger(__name__)
@@ -253,16 +253,9 @@ def save_image(img: torch.Tensor, path: Path | str, *, scale: int = 1) -> Path:
         raise ValueError(f"expected an image of shape (C, H, W) with C = 1 or 3, got shape {tuple(img.shape)}")
     pixels = to_uint8(upscale_nearest(img, scale)).permute(1, 2, 0).numpy()
     pil = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels, mode="L" if pixels.shape[2] == 1 else "RGB")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pil.save(f, format=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    buffer = io.BytesIO()
+    pil.save(buffer, format=fmt)
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 def load_measurements(path: Path | str) -> torch.Tensor:

@@ -15,7 +15,7 @@ from hvp_explore.problems.base import ForwardOperator
 from hvp_explore.problems.compressed_sensing import CompressedSensing
 from hvp_explore.problems.inpainting import Inpainting
 from hvp_explore.problems.super_resolution import SuperResolution
-from hvp_explore.settings import DEFAULT_FACTOR, PROBLEM_KINDS
+from hvp_explore.settings import DEFAULT_FACTOR, DEFAULT_KERNEL, PROBLEM_KINDS
 
 __all__ = ["add_noise", "observe", "make_problem"]
 
@@ -78,7 +78,7 @@ def make_problem(
     image_shape: Sequence[int],
     *,
     factor: int = DEFAULT_FACTOR,
-    kernel: str = "area",
+    kernel: str = DEFAULT_KERNEL,
     box: str | Sequence[int] | None = None,
     mask: Path | str | torch.Tensor | np.ndarray | None = None,
     m: int | None = None,

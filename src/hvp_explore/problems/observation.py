@@ -14,7 +14,9 @@ from pathlib import Path
 import torch
 
 from hvp_explore.io.images import ImageError, crop_resize, crop_resize_mask, load_image, load_mask, load_measurements
-from hvp_explore.problems import ForwardOperator, make_problem, observe
+from hvp_explore.problems.base import ForwardOperator
+from hvp_explore.problems.factory import make_problem, observe
+from hvp_explore.settings import DEFAULT_FACTOR, DEFAULT_KERNEL, DEFAULT_PROBLEM
 
 __all__ = ["Observation", "load_observation"]
 
@@ -62,9 +64,10 @@ def _image(path: Path, channels: int, size: tuple[int, int], *, resize: bool, wh
     return img
 
 
-def load_observation(path: Path | str, *, image_shape: tuple[int, int, int], problem: str = "sr", factor: int = 4,
-                     kernel: str = "area", box: str | None = None, mask: Path | str | None = None, m: int | None = None,
-                     from_clean: bool = False, noise: float = 0.0, seed: int = 0, resize: bool = False) -> Observation:
+def load_observation(path: Path | str, *, image_shape: tuple[int, int, int], problem: str = DEFAULT_PROBLEM,
+                     factor: int = DEFAULT_FACTOR, kernel: str = DEFAULT_KERNEL, box: str | None = None,
+                     mask: Path | str | None = None, m: int | None = None, from_clean: bool = False, noise: float = 0.0,
+                     seed: int = 0, resize: bool = False) -> Observation:
     """Read an observation (or a clean image with ``from_clean``) for a generator of images ``image_shape``.
 
     Args:

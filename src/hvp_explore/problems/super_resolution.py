@@ -10,7 +10,7 @@ import torch
 
 from hvp_explore.problems._checks import batched, check_image_shape, is_int
 from hvp_explore.problems.base import ForwardOperator
-from hvp_explore.settings import SR_KERNELS
+from hvp_explore.settings import DEFAULT_KERNEL, SR_KERNELS
 
 __all__ = ["SuperResolution", "keys_cubic"]
 
@@ -98,7 +98,7 @@ class SuperResolution(ForwardOperator):
 
     kind = "sr"
 
-    def __init__(self, image_shape: Sequence[int], factor: int, kernel: str = "area"):
+    def __init__(self, image_shape: Sequence[int], factor: int, kernel: str = DEFAULT_KERNEL):
         channels, height, width = check_image_shape(image_shape)
         factor = _check_factor(factor, height, width)
         if kernel not in SR_KERNELS:
