@@ -14,7 +14,8 @@ import pytest
 import torch
 from conftest import MatrixOperator, TinyConvGenerator, spectrum_matrix
 
-from hvp_explore import ConvergenceWarning, choose_solver, measurement_hessian, perceptual_hessian, subspace_cosines, top_eigenpairs
+from hvp_explore import (ConvergenceWarning, choose_solver, measurement_hessian, perceptual_hessian, subspace_cosines,
+                         top_eigenpairs)
 from hvp_explore.metrics import PixelMetric
 
 ITERATIVE = ["arpack", "lanczos", "lobpcg", "block-krylov"]
@@ -130,11 +131,28 @@ def test_auto_picks_by_cost_and_records_its_choice():
     short = measurement_hessian(gen, torch.nn.AvgPool2d(4), z0)  # m = 4: the Jacobian is cheapest
     assert choose_solver(short, 4)[0] == "jacobian"
     result = top_eigenpairs(short, 4, tol=TOL)
-    assert result.solver == "jacobian" and "jacobian ~4" in result.info["auto"]
-    big, _ = power_law_operator(n=400)  # no residual form, n large: block Krylov
-    assert choose_solver(big, 10)[0] == "block-krylov"
+    assert result.solver == "jacobian" and "no more than block Krylov" in result.info["auto"]  # no probe needed
+    assert result.matvecs == 4
+    big, _ = power_law_operator(n=400)  # no residual form, n large: block Krylov (static model)
+    assert choose_solver(big, 10)[0] == "block-krylov:8"
+    static = top_eigenpairs(big, 10, tol=TOL, probe=False)
+    assert static.solver == "block-krylov" and static.info["block"] == 8 and static.all_converged
     small, _ = power_law_operator(n=30)  # n small: the dense matrix is cheaper
     assert choose_solver(small, 10)[0] == "dense"
+
+
+def test_auto_with_measured_costs_chooses_the_block_size():
+    """A product whose fixed cost per call dominates favours large blocks; one whose cost is per vector, small blocks."""
+    from hvp_explore.eigen.solvers import ProductCost, krylov_products
+
+    op, _ = power_law_operator(n=2000)
+    per_call = ProductCost(single=1.0, pair=1.0, block=1.0, size=8)  # every call costs the same: fewest calls win
+    per_vector = ProductCost(single=1.0, pair=2.0, block=8.0, size=8)  # cost proportional to the vectors: fewest products
+    assert choose_solver(op, 20, cost=per_call)[0] == "block-krylov:24"
+    assert choose_solver(op, 20, cost=per_vector)[0] == "block-krylov:1"
+    assert krylov_products(20, 1) == 35 and krylov_products(20, 20) == pytest.approx(100)
+    # a memory limit of 4 vectors per call makes a block of 8 cost two calls
+    assert ProductCost(single=1.0, pair=1.0, block=1.0, size=8, limit=4).seconds(8) == 2.0
 
 
 def test_invalid_arguments():
@@ -176,3 +194,59 @@ def test_eigenpairs_of_a_shifted_combination(solver):
     check_against_dense(result, 3 * H + 0.01 * torch.eye(120, dtype=torch.float64), 6)
     assert torch.allclose(result.values, 3 * values[:6] + 0.01, rtol=1e-8)
     assert op.num_matvecs == 2 * combo.num_matvecs  # op occurs twice in the combination
+
+
+@pytest.mark.parametrize("block", [1, 3, 8])
+def test_block_krylov_with_any_block_size(block):
+    """Blocks of 1 (Lanczos), 3 and 8 reach the same pairs; products and passes are recorded."""
+    op, _ = power_law_operator(n=200, alpha=1.5, seed=5)
+    H = op.dense()
+    op.reset_counters()
+    result = top_eigenpairs(op, 10, solver="block-krylov", block=block, tol=TOL, seed=0)
+    check_against_dense(result, H, 10)
+    assert result.info["block"] == block and result.info["products"] == result.matvecs
+    assert result.info["passes"] == op.num_calls  # one batched call per block, one to verify
+    with pytest.raises(ValueError, match="block must be a positive integer"):
+        top_eigenpairs(op, 10, solver="block-krylov", block=0)
+
+
+def test_auto_starts_block_krylov_from_its_probe():
+    """auto's probe products are counted (and reused as the start of blocks of 4 or more); the cost is cached."""
+    from hvp_explore.eigen.solvers import measure_cost
+
+    op, _ = power_law_operator(n=300, alpha=1.5, seed=7)
+    H = op.dense()
+    op.reset_counters()
+    result = top_eigenpairs(op, 10, solver="auto", tol=TOL, seed=0)
+    check_against_dense(result, H, 10)
+    assert result.info["auto"].startswith("measured") and result.matvecs + result.check_matvecs == op.num_matvecs
+    assert result.info["products"] == result.matvecs >= 11  # the probe's 11 products included
+    cost = measure_cost(op)  # cached: no new products
+    assert op.num_matvecs == result.matvecs + result.check_matvecs and cost.single > 0 and cost.block > 0
+    gen_op = generator_operator()  # n = 48, m = 64, k = 8: the Jacobian needs no more products than blocks of 8
+    jac = top_eigenpairs(gen_op, 8, tol=TOL)
+    assert jac.solver == "jacobian" and "no more than block Krylov" in jac.info["auto"]
+
+
+def test_convergence_is_honest_in_float32():
+    """A float32 operator whose tail lies under the products' rounding: pairs that pass only by the floor are listed,
+    and every other converged pair meets tol * |lambda_i| by its true (float64) residual."""
+    values = torch.logspace(0, -26.55, 60, dtype=torch.float64)  # lambda_i = 10^(-0.45 (i - 1))
+    M = spectrum_matrix(values, seed=6)
+    op = MatrixOperator.make(M.float())
+    tol = 1e-4
+    for solver in ("block-krylov", "lanczos", "dense"):
+        result = top_eigenpairs(op, 20, solver=solver, tol=tol, seed=0, warn=False)
+        true = (M @ result.vectors - result.vectors * result.values).norm(dim=0)
+        floor = torch.finfo(torch.float32).eps * float(result.values[0])
+        floor_pairs = set(result.info.get("floor", {}).get("pairs", []))
+        # lambda_20 = 3e-9 is far under eps32 * lambda_1 = 1.2e-7 (dense: residuals against its own float32 matrix)
+        assert floor_pairs or solver == "dense", solver
+        for i in range(result.k):
+            if not result.converged[i]:
+                continue
+            bound = floor if i in floor_pairs else tol * float(result.values[i].abs())
+            assert float(result.residuals[i]) <= bound, (solver, i)
+            assert float(true[i]) <= bound + 4 * floor, (solver, i)  # reported residuals are true to the rounding
+        assert not floor_pairs or result.info["floor"]["level"] == pytest.approx(floor)
+        assert all(float(result.residuals[i]) > tol * float(result.values[i]) for i in floor_pairs)

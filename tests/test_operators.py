@@ -340,12 +340,22 @@ def test_combination_of_generator_operators_freezes_every_module():
     z0 = torch.randn(16, generator=rng(), dtype=torch.float64)
     H_Y = measurement_hessian(gen_y, torch.nn.AvgPool2d(2), z0)
     H_X = perceptual_hessian(gen_x, PixelMetric(), z0)
-    seen = {gen_y: [], gen_x: []}  # (training, any parameter requiring grad) at each forward pass
-    for gen in seen:
-        gen.register_forward_pre_hook(lambda m, args: seen[m].append((m.training, any(p.requires_grad for p in m.parameters()))))
+    # Products run the operators' folded copies of the generators (batch norm as an affine map), which
+    # share the generators' parameters: record (training, any parameter requiring grad) of every layer
+    # with parameters that any forward pass runs.
+    states = []
+
+    def record(m, args):
+        if any(True for _ in m.parameters(recurse=False)):
+            states.append((m.training, any(p.requires_grad for p in m.parameters(recurse=False))))
+
     S = (H_Y + 0.5 * H_X).shifted(1e-2)
-    H = S.dense()
-    assert all(states and not any(training or grads for training, grads in states) for states in seen.values())
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        H = S.dense()
+    finally:
+        handle.remove()
+    assert states and not any(training or grads for training, grads in states)
     for gen in (gen_y, gen_x):
         assert gen.training and all(m.training for m in gen.modules())
         assert all(p.requires_grad and p.grad is None for p in gen.parameters())

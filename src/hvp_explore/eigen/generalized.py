@@ -84,8 +84,8 @@ def _pencil_result(A: CurvatureOperator, B: CurvatureOperator, Bs: CurvatureOper
 
 
 def top_generalized_eigenpairs(A: CurvatureOperator, B: CurvatureOperator, k: int, *, eps: float = 1e-3, solver: str = "auto",
-                               tol: float = DEFAULT_EIGEN_TOL, seed: int = 0, max_matvecs: int | None = None, inner_solver: str = "auto",
-                               warn: bool = True) -> EigenResult:
+                               tol: float = DEFAULT_EIGEN_TOL, seed: int = 0, max_matvecs: int | None = None,
+                               inner_solver: str = "auto", probe: bool = True, warn: bool = True) -> EigenResult:
     r"""Top-k pairs of :math:`A d = \mu (B + \epsilon I) d` (A = :math:`H_X`, B = :math:`H_Y`), matrix-free in A.
 
     Args:
@@ -99,6 +99,7 @@ def top_generalized_eigenpairs(A: CurvatureOperator, B: CurvatureOperator, k: in
         seed: Seeds the start vectors.
         max_matvecs: Product budget of the iterative solver.
         inner_solver: Solver of the whitened standard problem (see :func:`top_eigenpairs`).
+        probe: Whether an ``"auto"`` inner solver times a probe (see :func:`top_eigenpairs`).
 
     Returns:
         An :class:`~hvp_explore.eigen.solvers.EigenResult` with ``values`` = :math:`\mu` (descending) and
@@ -129,7 +130,7 @@ def top_generalized_eigenpairs(A: CurvatureOperator, B: CurvatureOperator, k: in
         values, D = torch.from_numpy(values).to(A.device), torch.from_numpy(D).to(A.device)
     elif solver == "whitened":
         C = WhitenedOperator(A, B.jacobian(), eps)
-        inner = top_eigenpairs(C, k, solver=inner_solver, tol=tol, seed=seed, max_matvecs=max_matvecs, warn=False)
+        inner = top_eigenpairs(C, k, solver=inner_solver, tol=tol, seed=seed, max_matvecs=max_matvecs, probe=probe, warn=False)
         values, D = inner.values, C.whiten(inner.vectors)
         notes = {key: value for key, value in inner.info.items() if key != "HX"}
         info["inner"] = {"solver": inner.solver, "matvecs": inner.matvecs, **notes}

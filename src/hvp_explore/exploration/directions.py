@@ -193,7 +193,7 @@ def make_directions(mode: str, eig_y: EigenResult, eig_x: EigenResult | None, *,
             raise ValueError("generalized directions need the operators H_X and H_Y")
         K = K if K is not None else DEFAULT_K
         pencil = top_generalized_eigenpairs(H_X, H_Y, min(count, K), eps=eps * max(float(eig_y.values[0]), 1e-30), tol=tol,
-                                            seed=seed)
+                                            seed=seed, probe=False)
         directions = [Direction(pencil.vectors[:, i], mode, f"g{i + 1}", i + 1) for i in range(pencil.k)]
     else:
         K = K if K is not None else eig_x.k

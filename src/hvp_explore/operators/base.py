@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from scipy.sparse.linalg import LinearOperator
 
-__all__ = ["CurvatureOperator", "LinearCombination", "NonFiniteError", "as_latent", "frozen_modules", "module_dtype_device"]
+__all__ = ["CurvatureOperator", "LinearCombination", "NonFiniteError", "as_latent", "frozen_modules", "module_dtype_device",
+           "modules_of"]
 
 #: NumPy dtypes :meth:`CurvatureOperator.to_scipy` can bridge to.
 _SCIPY_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
@@ -47,14 +48,14 @@ def as_latent(z0: torch.Tensor | np.ndarray) -> torch.Tensor:
 
 def module_dtype_device(fn: object) -> tuple[torch.dtype, torch.device] | None:
     """Floating dtype and device of the first floating tensor of the module behind ``fn`` (``None`` for plain callables)."""
-    for module in _modules_of(fn):
+    for module in modules_of(fn):
         for t in (*module.parameters(), *module.buffers()):
             if t.is_floating_point():
                 return t.dtype, t.device
     return None
 
 
-def _modules_of(fn: object) -> list[torch.nn.Module]:
+def modules_of(fn: object) -> list[torch.nn.Module]:
     """The ``nn.Module`` objects a callable is made of (itself, or a bound method's owner)."""
     owner = getattr(fn, "__self__", fn)
     return [owner] if isinstance(owner, torch.nn.Module) else []
@@ -67,20 +68,22 @@ def frozen_modules(*callables: object) -> Iterator[None]:
     Curvature is taken with respect to the latent only: parameters must not take part in the
     graph (that would waste memory and time), and batch norm / dropout must act deterministically.
     """
-    modules = [m for fn in callables for m in _modules_of(fn)]
-    saved_modes = [(sub, sub.training) for m in modules for sub in m.modules()]
-    saved_grads = [(p, p.requires_grad) for m in modules for p in m.parameters()]
+    modules = [m for fn in callables for m in modules_of(fn)]
+    # Only what is not frozen yet is changed and restored: an operator enters this for every product
+    # (a single-vector Krylov solve: dozens of times), and walking every submodule twice costs ~1 ms.
+    training = [sub for m in modules for sub in m.modules() if sub.training]
+    grads = [p for m in modules for p in m.parameters() if p.requires_grad]
     try:
-        for m in modules:
-            m.eval()
-        for p, _ in saved_grads:
+        for sub in training:
+            sub.training = False
+        for p in grads:
             p.requires_grad_(False)
         yield
     finally:
-        for sub, mode in saved_modes:
-            sub.train(mode)
-        for p, flag in saved_grads:
-            p.requires_grad_(flag)
+        for sub in training:
+            sub.training = True
+        for p in grads:
+            p.requires_grad_(True)
 
 
 class CurvatureOperator(ABC):
@@ -159,14 +162,23 @@ class CurvatureOperator(ABC):
         its terms, so each term keeps its own memory budget and product counters.
         """
         b = V.shape[1]
-        step = self.block_size or max(b, 1)
+        step = self.block_size or self.memory_block() or max(b, 1)
         blocks = []
         for start in range(0, b, step):
             chunk = V[:, start : start + step]
             blocks.append(self._matmat(chunk).detach())
             self.num_matvecs += chunk.shape[1]
             self.num_calls += 1
+        if len(blocks) == 1:  # no copy: a single-vector Krylov solve calls this dozens of times
+            return blocks[0]
         return torch.cat(blocks, dim=1) if blocks else V.new_zeros(self._n, 0)
+
+    def memory_block(self) -> int | None:
+        """Largest batch the memory budget allows when ``block_size`` is unset (``None``: no limit is known).
+
+        Operators that differentiate a network estimate it from the activations one evaluation saves.
+        """
+        return None
 
     def __matmul__(self, other: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
         return self.matvec(other) if other.ndim == 1 else self.matmat(other)

@@ -9,6 +9,10 @@ r"""The two latent metrics of e-GLASS at a solution ``z0``.
 ``method="ggn"`` builds a :class:`~hvp_explore.operators.ggn.GaussNewtonOperator` (one jvp and one vjp per
 product, batched); ``method="double-backprop"`` builds a :class:`~hessian.HessianOperator` of the
 scalar distance, the generic path for distances without a residual form. At ``z0`` the two agree.
+
+Both differentiate the operators' own copy of the generator and of the metric in which eval-mode
+batch norm is the affine map it is (:mod:`~hvp_explore.operators._folding`): forward-mode AD and double
+backprop through ``batch_norm`` are slow in torch. The user's modules are never modified.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from hvp_explore.operators._folding import folded_callable
 from hvp_explore.operators.base import CurvatureOperator, as_latent, frozen_modules
 from hvp_explore.operators.ggn import gauss_newton_operator
 from hvp_explore.operators.hessian import hessian_operator
@@ -63,13 +68,15 @@ def measurement_hessian(generator: Callable, forward: Callable, z0: torch.Tensor
     with frozen_modules(*modules), torch.no_grad():
         y0 = forward(_image(generator, z0)).detach()
 
-    def residual(z: torch.Tensor) -> torch.Tensor:
-        return forward(_image(generator, z)) - y0
+    fast_generator = folded_callable(generator)
+
+    def fast_residual(z: torch.Tensor) -> torch.Tensor:
+        return forward(_image(fast_generator, z)) - y0
 
     if method == "ggn":
-        op = gauss_newton_operator(residual, z0, block_size=block_size, modules=modules)
+        op = gauss_newton_operator(fast_residual, z0, block_size=block_size, modules=modules)
     else:
-        op = hessian_operator(lambda z: 0.5 * residual(z).pow(2).sum(), z0, block_size=block_size, modules=modules)
+        op = hessian_operator(lambda z: 0.5 * fast_residual(z).pow(2).sum(), z0, block_size=block_size, modules=modules)
     op.name = f"H_Y ({op.name})"
     return op
 
@@ -93,11 +100,14 @@ def perceptual_hessian(generator: Callable, metric: Callable, z0: torch.Tensor |
     with frozen_modules(*modules), torch.no_grad():
         x0 = _image(generator, z0).detach()
 
+    fast_generator = folded_callable(generator)
     if method == "ggn":
-        op = gauss_newton_operator(lambda z: metric.residual(_image(generator, z), x0), z0, block_size=block_size,
+        fast_residual = folded_callable(metric.residual)
+        op = gauss_newton_operator(lambda z: fast_residual(_image(fast_generator, z), x0), z0, block_size=block_size,
                                    modules=modules)
     else:
-        op = hessian_operator(lambda z: 0.5 * metric(_image(generator, z), x0).sum(), z0, block_size=block_size,
+        fast_metric = folded_callable(metric)
+        op = hessian_operator(lambda z: 0.5 * fast_metric(_image(fast_generator, z), x0).sum(), z0, block_size=block_size,
                               modules=modules)
     op.name = f"H_X ({op.name})"
     return op

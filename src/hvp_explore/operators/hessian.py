@@ -7,7 +7,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from hvp_explore.operators.base import CurvatureOperator, NonFiniteError, as_latent, frozen_modules
+from hvp_explore.operators.base import CurvatureOperator, NonFiniteError, as_latent, frozen_modules, modules_of
+from hvp_explore.operators.memory import default_budget, saved_tensor_bytes
 
 __all__ = ["HessianOperator", "hessian_operator"]
 
@@ -31,7 +32,8 @@ class HessianOperator(CurvatureOperator):
         z0 = as_latent(z0)
         super().__init__(z0.numel(), dtype=z0.dtype, device=z0.device, block_size=block_size, modules=(f, *modules))
         self._z = z0.clone().requires_grad_(True)
-        with frozen_modules(*self._modules), torch.enable_grad():
+        modules = tuple(m for fn in self._modules for m in modules_of(fn))
+        with frozen_modules(*self._modules), torch.enable_grad(), saved_tensor_bytes(modules) as saved:
             value = f(self._z)
             if value.numel() != 1:
                 raise ValueError(f"hessian_operator needs a scalar function, got an output of shape {tuple(value.shape)}")
@@ -39,6 +41,19 @@ class HessianOperator(CurvatureOperator):
                 raise NonFiniteError(f"{self.name}: the function value at z0 is NaN or inf")
             (self._grad,) = torch.autograd.grad(value.reshape(()), self._z, create_graph=True)
         self.value = float(value.detach())
+        #: Activations saved by the first-order graph (forward and backward), weights excluded.
+        self.saved_bytes = saved.total
+        #: Bytes a batch may use when ``block_size`` is unset; ``None`` = half the device's free memory (read once).
+        self.memory_budget: int | None = None
+        self._auto_budget: int | None = None
+
+    def memory_block(self) -> int:
+        """Largest batch the memory budget allows: a batched double backward holds about two tangents of
+        every saved activation per vector."""
+        if self.memory_budget is None and self._auto_budget is None:
+            self._auto_budget = default_budget(self._device)  # read once: /proc/meminfo costs 0.2 ms a product
+        budget = self.memory_budget if self.memory_budget is not None else self._auto_budget
+        return max(1, budget // (2 * self.saved_bytes + 2 * self._n * self._z.element_size()))
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         if not self._grad.requires_grad:  # f is affine in z: its Hessian vanishes
