@@ -10,6 +10,7 @@ import re
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,3 +254,16 @@ def biggan_cases(*, samples: int = 1, seed: int = 0, small: bool = False) -> lis
         cases.append(Case("biggan", "sr", f"sample{i}", G, forward, y, clean, metric, "lpips-squeeze (random trunk)",
                           known_latent=z_true, notes=notes))
     return cases
+
+
+def parse_run_args(parser, argv=None):
+    """Add ``--seed`` and ``--threads`` to a benchmark's parser, parse, and set the run up: torch's thread
+    count, and convergence warnings silenced (every result records its own convergence)."""
+    from hvp_explore import ConvergenceWarning
+
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore", ConvergenceWarning)
+    return args

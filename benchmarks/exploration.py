@@ -27,15 +27,14 @@ import math
 import statistics
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, default_cases, machine, markdown_table, update_doc_section, write_json  # noqa: E402
+from _common import ROOT, default_cases, machine, markdown_table, parse_run_args, update_doc_section, write_json  # noqa: E402
 
-from hvp_explore import ConvergenceWarning, load_image, load_metric, measurement_hessian, perceptual_hessian, top_eigenpairs  # noqa: E402
+from hvp_explore import load_image, load_metric, measurement_hessian, perceptual_hessian, top_eigenpairs  # noqa: E402
 from hvp_explore.data import sample_paths  # noqa: E402
 from hvp_explore.exploration import (  # noqa: E402
     default_eta_max,
@@ -46,8 +45,8 @@ from hvp_explore.exploration import (  # noqa: E402
 )
 from hvp_explore.generators import load_generator  # noqa: E402
 from hvp_explore.inversion import invert  # noqa: E402
-from hvp_explore.problems import Inpainting, SuperResolution, observe  # noqa: E402
 from hvp_explore.io.figures import contact_sheet, plot_correlation, plot_spectra  # noqa: E402
+from hvp_explore.problems import Inpainting, SuperResolution, observe  # noqa: E402
 
 FIGURES = ROOT / "docs" / "figures"
 RESULTS_DOC = ROOT / "docs" / "results.md"
@@ -244,11 +243,7 @@ def main(argv=None):
     parser.add_argument("--sweep-samples", type=int, default=3)
     parser.add_argument("--k-y-samples", type=int, default=10, help="shipped samples in the k_y sweep")
     parser.add_argument("--k-y-test-images", type=int, default=10, help="Fashion-MNIST test images added to the k_y sweep")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    warnings.simplefilter("ignore", ConvergenceWarning)
+    args = parse_run_args(parser, argv)
     start = time.perf_counter()
     G, metric = load_generator("default"), load_metric("default")
     rows, keeps = [], {}

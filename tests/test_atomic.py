@@ -104,7 +104,7 @@ def test_exception_keeps_previous_run_intact(tmp_path, error):
     target = tmp_path / "out"
     _run(target, {"old.txt": "old"})
     with pytest.raises(type(error)):
-        with atomic_output_dir(target) as tmp:
+        with atomic_output_dir(target, overwrite=True) as tmp:
             (tmp / "new.txt").write_text("new")
             raise error
     assert _tree(target) == {"old.txt": "old"} and is_complete(target)
@@ -114,7 +114,10 @@ def test_exception_keeps_previous_run_intact(tmp_path, error):
 def test_replacing_a_previous_run_keeps_only_the_new_content(tmp_path):
     target = tmp_path / "out"
     _run(target, {"old.txt": "old", "solutions/00.png": "old pixels"})
-    _run(target, {"new.txt": "new"})  # no --overwrite needed: the folder is ours
+    with pytest.raises(OutputDirError, match="holds an earlier hvp-explore run: pass --overwrite to replace it"):
+        _run(target, {"new.txt": "new"})  # a rerun into a folder of ours needs --overwrite
+    assert _tree(target) == {"old.txt": "old", "solutions/00.png": "old pixels"}
+    _run(target, {"new.txt": "new"}, overwrite=True)
     assert _tree(target) == {"new.txt": "new"} and is_complete(target)
     assert _siblings(target) == []
 
@@ -123,30 +126,35 @@ def test_replacing_a_previous_run_keeps_only_the_new_content(tmp_path):
 # refusals
 
 
-def test_foreign_folder_refused_without_overwrite(tmp_path):
+def test_foreign_folder_refused_even_with_overwrite(tmp_path):
     target = tmp_path / "photos"
     target.mkdir()
     (target / "holiday.jpg").write_text("precious")
-    message = f"output folder {target} exists and was not written by hvp-explore; pass --overwrite to replace it"
-    with pytest.raises(OutputDirError, match="pass --overwrite") as info:
-        check_output_dir(target)
-    assert str(info.value) == message
-    ran = False
-    with pytest.raises(OutputDirError, match="pass --overwrite"):
-        with atomic_output_dir(target):
-            ran = True  # refused up front: the body never runs
-    assert not ran
+    message = (f"output folder {target} exists and was not written by hvp-explore: choose another --out "
+               "(only folders hvp-explore wrote are ever replaced)")
+    for overwrite in (False, True):
+        with pytest.raises(OutputDirError, match="was not written by hvp-explore") as info:
+            check_output_dir(target, overwrite=overwrite)
+        assert str(info.value) == message
+        ran = False
+        with pytest.raises(OutputDirError, match="was not written by hvp-explore"):
+            with atomic_output_dir(target, overwrite=overwrite):
+                ran = True  # refused up front: the body never runs
+        assert not ran
     assert _tree(target) == {"holiday.jpg": "precious"} and _siblings(target) == []
 
 
-def test_foreign_folder_replaced_with_overwrite(tmp_path):
-    target = tmp_path / "photos"
-    target.mkdir()
-    (target / "holiday.jpg").write_text("precious")
-    assert check_output_dir(target, overwrite=True) == target.resolve()
-    _run(target, {"new.txt": "new"}, overwrite=True)
-    assert _tree(target) == {"new.txt": "new"} and is_complete(target)
-    assert _siblings(target) == []
+def test_an_input_inside_the_output_folder_is_refused(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "clean.png").write_text("input")
+    (folder / "notes.txt").write_text("unrelated")
+    for target, inputs in ((folder, [folder / "clean.png"]), (tmp_path, [folder / "clean.png"]), (folder, [folder])):
+        for overwrite in (False, True):
+            with pytest.raises(OutputDirError, match="would contain the input"):
+                check_output_dir(target, overwrite=overwrite, inputs=inputs)
+    assert sorted(p.name for p in folder.iterdir()) == ["clean.png", "notes.txt"]
+    assert check_output_dir(folder / "out", inputs=[folder / "clean.png"]) == (folder / "out").resolve()  # beside it is fine
 
 
 def test_empty_foreign_folder_is_accepted(tmp_path):
@@ -243,7 +251,7 @@ def test_failure_between_the_two_renames_rolls_back(tmp_path, monkeypatch, error
     rename = _FailingRename({2}, error)
     monkeypatch.setattr(os, "rename", rename)
     with pytest.raises(raised, match=match):
-        _run(target, {"new.txt": "new"})
+        _run(target, {"new.txt": "new"}, overwrite=True)
     assert rename.calls == 3  # old aside, new in place (fails), old back
     assert _tree(target) == {"old.txt": "old"} and is_complete(target)
     assert _siblings(target) == []
@@ -259,15 +267,16 @@ def test_hard_crash_between_the_two_renames_is_recovered(tmp_path, monkeypatch):
     _run(target, {"old.txt": "old"})
     monkeypatch.setattr(os, "rename", _FailingRename({2, 3}))
     with pytest.raises(OutputDirError):
-        _run(target, {"new.txt": "new"})
+        _run(target, {"new.txt": "new"}, overwrite=True)
     monkeypatch.undo()
     assert not target.exists()
     (aside,) = _siblings(target)
     assert aside.startswith(".out.hvp-old-") and is_complete(tmp_path / aside)
-    assert check_output_dir(target) == target.resolve()
+    with pytest.raises(OutputDirError, match="pass --overwrite"):  # restored first, then a rerun over it needs --overwrite
+        check_output_dir(target)
     assert _tree(target) == {"old.txt": "old"} and is_complete(target)
     assert _siblings(target) == []
-    _run(target, {"new.txt": "new"})  # and the rerun succeeds
+    _run(target, {"new.txt": "new"}, overwrite=True)  # and the rerun succeeds
     assert _tree(target) == {"new.txt": "new"}
 
 
@@ -303,7 +312,7 @@ def test_symlinked_target_writes_where_the_link_points(tmp_path):
     _run(real, {"old.txt": "old"})
     link = tmp_path / "link"
     link.symlink_to(real, target_is_directory=True)
-    _run(link, {"new.txt": "new"})
+    _run(link, {"new.txt": "new"}, overwrite=True)
     assert link.is_symlink() and _tree(real) == {"new.txt": "new"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
 
@@ -311,7 +320,7 @@ def test_symlinked_target_writes_where_the_link_points(tmp_path):
 def test_long_target_name(tmp_path):
     target = tmp_path / ("x" * 200)
     _run(target, {"a": "1"})
-    _run(target, {"b": "2"})
+    _run(target, {"b": "2"}, overwrite=True)
     assert _tree(target) == {"b": "2"} and _siblings(target) == []
 
 

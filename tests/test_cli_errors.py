@@ -103,16 +103,21 @@ def test_rgb_input_to_grayscale_model_is_converted_with_a_notice(files, tmp_path
     assert "converted RGB to grayscale" in result.output
 
 
-def test_output_folder_not_from_this_tool_is_refused_unless_overwrite(files):
-    args = ["invert", str(SAMPLE), "--from-clean", "--restarts", "1", "--steps", "5", "--quiet", "--out", str(files["foreign"])]
-    result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 2 and "--overwrite" in result.output
-    assert (files["foreign"] / "thesis.tex").read_text() == "precious"
-    result = CliRunner().invoke(cli, args + ["--overwrite"])
-    assert result.exit_code == 0, result.output
-    assert not (files["foreign"] / "thesis.tex").exists() and (files["foreign"] / "report.json").is_file()
-    # a folder written by the tool is replaced without --overwrite (reruns are normal)
-    assert CliRunner().invoke(cli, args[:-2] + ["--out", str(files["foreign"])]).exit_code == 0
+def test_output_folder_not_from_this_tool_is_never_replaced_and_reruns_need_overwrite(files, tmp_path):
+    args = ["invert", str(SAMPLE), "--from-clean", "--restarts", "1", "--steps", "5", "--quiet", "--iagan", "off"]
+    for extra in ([], ["--overwrite"]):  # a folder hvp-explore did not write: refused, --overwrite or not
+        result = CliRunner().invoke(cli, args + ["--out", str(files["foreign"]), *extra])
+        assert result.exit_code == 2 and "was not written by hvp-explore" in result.output, result.output
+        assert (files["foreign"] / "thesis.tex").read_text() == "precious"
+    # a folder hvp-explore wrote: a rerun needs --overwrite, and then replaces it
+    ours = tmp_path / "ours"
+    assert CliRunner().invoke(cli, args + ["--out", str(ours)]).exit_code == 0
+    first = (ours / ".hvp-explore.json").read_text()
+    result = CliRunner().invoke(cli, args + ["--out", str(ours)])
+    assert result.exit_code == 2 and "pass --overwrite" in result.output
+    assert (ours / ".hvp-explore.json").read_text() == first
+    assert CliRunner().invoke(cli, args + ["--out", str(ours), "--overwrite"]).exit_code == 0
+    assert (ours / "report.json").is_file()
 
 
 def test_output_path_that_is_a_file_or_cannot_be_created(files):

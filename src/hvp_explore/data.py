@@ -1,4 +1,8 @@
-"""Fashion-MNIST from Debian's ``dataset-fashion-mnist`` package, the shipped sample images, and a test photograph."""
+"""Fashion-MNIST from Debian's ``dataset-fashion-mnist`` package, the shipped sample images, and a test photograph.
+
+NumPy and torch load only when Fashion-MNIST itself is read: the demo finds its sample (and refuses a
+bad ``--sample``) before any numerical library loads.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,13 @@ import gzip
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
-import torch
-
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
 
-def _read_idx(path: Path) -> np.ndarray:
+def _read_idx(path: Path):
+    import numpy as np
+
     with gzip.open(path, "rb") as f:
         data = f.read()
     ndim = data[3]
@@ -21,7 +24,7 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def load_fashion_mnist(split: str = "train", root: Path | str = FASHION_MNIST_DIR) -> tuple[torch.Tensor, torch.Tensor]:
+def load_fashion_mnist(split: str = "train", root: Path | str = FASHION_MNIST_DIR):
     """Load a Fashion-MNIST split as images in [-1, 1], padded from 28x28 to 32x32.
 
     Args:
@@ -34,6 +37,9 @@ def load_fashion_mnist(split: str = "train", root: Path | str = FASHION_MNIST_DI
     Raises:
         FileNotFoundError: When the files are missing, with the command that installs them.
     """
+    import numpy as np
+    import torch
+
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     prefix = "train" if split == "train" else "t10k"
@@ -61,6 +67,24 @@ def sample_paths(kind: str = "fashion-mnist") -> list[Path]:
         raise ValueError(f"kind must be one of {', '.join(folders)}, got {kind!r}")
     folder = resources.files("hvp_explore") / "assets" / folders[kind]
     return sorted(Path(str(p)) for p in folder.iterdir() if p.name.endswith(".png"))
+
+
+#: The demo's observation for each of its generators: the kind of shipped sample, and the inpainting box
+#: (the eyes band of a face, the centre of a garment).
+DEMO_SAMPLES = {"faces": ("faces", "0,18,64,16"), "default": ("fashion-mnist", "8,8,16,16")}
+
+
+def demo_sample(generator: str, sample: int) -> tuple[Path, str]:
+    """The demo's input for ``generator`` (a key of :data:`DEMO_SAMPLES`): the shipped image number ``sample``, and its box.
+
+    Raises:
+        ValueError: ``sample`` is not the number of a shipped sample (one line naming --sample).
+    """
+    kind, box = DEMO_SAMPLES[generator]
+    paths = sample_paths(kind)
+    if isinstance(sample, bool) or not isinstance(sample, int) or not 0 <= sample < len(paths):
+        raise ValueError(f"--sample must be between 0 and {len(paths) - 1}, got {sample!r}")
+    return paths[sample], box
 
 
 def photo_path() -> Path:

@@ -13,6 +13,7 @@ values are passed to, for the reader.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 # --- problems ----------------------------------------------------------------------------------------
@@ -36,6 +37,8 @@ DEFAULT_LR = 0.1
 #: The inversion stops once the measurement MSE is below ``tau * DEFAULT_STOP_FACTOR``.
 DEFAULT_STOP_FACTOR = 0.25
 DEFAULT_GAUSS_NEWTON_TRIALS = 10
+#: With the Gauss-Newton finish, CSGM hands over at its first feasible iterate or after this many steps.
+DEFAULT_HANDOVER = 50
 #: ``gauss_newton="auto"`` also refines when m > n if the latent has at most this many dimensions.
 GAUSS_NEWTON_MAX_LATENT = 256
 DEFAULT_IAGAN_STEPS = 300
@@ -65,8 +68,14 @@ DEFAULT_EIGEN_TOL = 1e-4
 DEFAULT_TOL = 1e-3
 #: Memory budget of one batched product: "auto" (half the device's free memory), "none", or a size.
 DEFAULT_MAX_MEMORY = "auto"
+#: What ``--max-memory`` accepts (case-insensitive): auto, none, or a number with an optional unit (powers of 1024).
+MEMORY_PATTERN = r"auto|none|[0-9]*\.?[0-9]+\s*([KMGT](iB|B)?|B)?"
 
 # --- exploration -------------------------------------------------------------------------------------
+#: H_Y eigenpairs whose eigenvalue is below this fraction of the largest are dropped before Algorithm 1: a unit step
+#: along them changes the measurements less than a thousandth as much as along the top one, and below it the
+#: eigenvectors are an arbitrary basis of H_Y's (numerical) null space (docs/exploration.md).
+H_Y_RANK_RTOL = 1e-6
 MODES = ("eglass", "generalized", "raw")
 DEFAULT_MODE = "eglass"
 #: 1-based index of the first H_X eigenvector (e-GLASS, raw), or the number of pencil eigenvectors.
@@ -76,6 +85,8 @@ DEFAULT_NUM_SOLUTIONS = 10
 DEFAULT_THRESHOLD = 0.05
 #: Regularisation of the pencil H_X d = mu (H_Y + eps lambda_1(H_Y) I) d.
 DEFAULT_EPS = 1e-3
+#: Walkers of a feasible walk (``--walkers``); each takes ``--walk-steps`` feasible steps.
+DEFAULT_WALKERS = 4
 #: The step searches aim at ``tau * (1 - DELIVERY_MARGIN)`` so that the 8-bit PNG still meets tau.
 DELIVERY_MARGIN = 0.01
 
@@ -84,7 +95,24 @@ DEFAULT_GENERATOR = "default"
 #: ``auto``: the generator's own default metric (fmnist for ``default``, effnet otherwise).
 DEFAULT_METRIC = "auto"
 DEFAULT_DEVICE = "cpu"
+#: Devices a run can use: the CPU, a CUDA GPU (``cuda`` or ``cuda:N``), Apple's Metal (``mps``); checked for presence at start.
+DEVICE_PATTERN = r"cpu|cuda(:\d+)?|mps"
 DEFAULT_SEED = 0
+#: Seeds are 0 <= seed < 2**63, so that seed + offset still fits torch's 64-bit generators.
+MAX_SEED = 2**63 - 1
+
+# --- inputs and the command line ---------------------------------------------------------------------
+#: Largest input image, in pixels, checked from the file's header before decoding (a 12k x 12k PNG is refused at once;
+#: an 8192 x 8192 photograph still loads, for --resize).
+MAX_IMAGE_PIXELS = 1 << 26
+#: Largest magnitude of a floating option: its square must stay finite in float32, the working precision.
+MAX_FLOAT = 1.8e19
+#: The demo's generators and problems, and its output folder.
+DEMO_GENERATORS = ("faces", "default")
+DEMO_PROBLEMS = ("sr", "inpaint")
+DEFAULT_DEMO_OUT = "hvp-explore-demo"
+#: What ``hvp-explore train`` trains.
+TRAIN_KINDS = ("gan", "classifier")
 
 
 def option(help: str, *, choices=None, flag: str | None = None, **extra) -> dict:  # noqa: A002 - Click's word
@@ -119,6 +147,12 @@ class _Settings:
             if bad_type or not math.isfinite(value) or value <= 0:
                 what = "a positive integer" if integral else "a positive finite number"
                 raise ValueError(f"{flag_of(type(self), name)} must be {what}, got {value!r}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            # values whose square overflows float32 (the working precision) would fail minutes later, or write NaN
+            if isinstance(value, float) and not (math.isfinite(value) and abs(value) <= MAX_FLOAT):
+                raise ValueError(f"{flag_of(type(self), f.name)} must be a finite number of magnitude at most {MAX_FLOAT:g} "
+                                 f"(its square must fit float32, the working precision), got {value!r}")
 
     def kwargs(self) -> dict:
         """The fields as keyword arguments."""
@@ -150,6 +184,14 @@ class ProblemSettings(_Settings):
     resize: bool = field(default=False, metadata=option(
         "Fit an INPUT (and a --mask) of another size: centre crop to the aspect ratio, then Lanczos to the size expected "
         "(stated in the output)."))
+
+    _positive = ("factor", "m")
+    _integers = ("factor", "m")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.noise, bool) or not isinstance(self.noise, (int, float)) or not self.noise >= 0:
+            raise ValueError(f"--noise must be a standard deviation >= 0 on the [0, 1] scale, got {self.noise!r}")
 
 
 @dataclass(frozen=True)
@@ -195,6 +237,12 @@ class EigenSettings(_Settings):
         "Memory budget of one batched product, e.g. 2GB; 'auto' = half the device's free memory; 'none' = no limit "
         "(see docs/reliability.md)."))
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # the syntax only: the size is parsed (and checked against one product) by hvp_explore.operators.memory
+        if not isinstance(self.max_memory, str) or not re.fullmatch(MEMORY_PATTERN, self.max_memory.strip(), flags=re.I):
+            raise ValueError(f"--max-memory must be auto, none or a size like 512MB, 4GB or 1.5GiB, got {self.max_memory!r}")
+
 
 @dataclass(frozen=True)
 class DirectionSettings(_Settings):
@@ -232,7 +280,27 @@ class StepSettings(_Settings):
     _positive = ("tau", "eta_max")
 
     tau: float = field(default=DEFAULT_TAU, metadata=option("Feasibility threshold on the measurement MSE ([0, 1] pixel scale)."))
-    eta_max: float | None = field(default=None, metadata=option("Largest step along a direction (default sqrt(n))."))
+    eta_max: float | None = field(default=None, metadata=option(
+        "Largest step along a direction (default: each direction's geometric cap, where its perceptual change "
+        "reaches that of a random image of the generator)."))
+
+
+@dataclass(frozen=True)
+class WalkSettings(_Settings):
+    """Feasible walks after the e-GLASS solutions (:func:`~hvp_explore.exploration.walks.feasible_walks`)."""
+
+    _positive = ("walkers",)
+    _integers = ("walkers",)
+
+    walk_steps: int = field(default=0, metadata=option(
+        "Feasible walk steps per walker after the e-GLASS solutions (0: no walks); the N solutions are then the most "
+        "diverse of all the solutions found."))
+    walkers: int = field(default=DEFAULT_WALKERS, metadata=option("Walkers, each starting at one of the e-GLASS solutions farthest apart."))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.walk_steps, bool) or not isinstance(self.walk_steps, int) or self.walk_steps < 0:
+            raise ValueError(f"--walk-steps must be a non-negative integer, got {self.walk_steps!r}")
 
 
 @dataclass(frozen=True)
@@ -264,5 +332,78 @@ class RunSettings(_Settings):
 
     generator: str = field(default=DEFAULT_GENERATOR, metadata=option(
         "Registered name (see 'hvp-explore generators'), a .pkl/.pt file, or package.module:function."))
-    device: str = field(default=DEFAULT_DEVICE, metadata=option("Torch device, e.g. cpu or cuda."))
-    seed: int = field(default=DEFAULT_SEED, metadata=option("Seeds every random choice (same seed, same outputs)."))
+    device: str = field(default=DEFAULT_DEVICE, metadata=option("Torch device: cpu, cuda, cuda:N or mps (checked for presence "
+                                                                "before any work)."))
+    seed: int = field(default=DEFAULT_SEED, metadata=option(
+        f"Seeds every random choice (same seed, same outputs); 0 to {MAX_SEED}."))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_device(self.device)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"--seed must be an integer from 0 to 2**63 - 1 = {MAX_SEED}, got {self.seed!r}")
+
+
+def check_device(device: str) -> str:
+    """``device`` if it names a device kind hvp-explore runs on (cpu, cuda, cuda:N, mps), else a one-line ValueError.
+
+    Whether the device is present is checked once torch is loaded (:func:`hvp_explore.generators.check_device_available`).
+    """
+    if not isinstance(device, str) or not re.fullmatch(DEVICE_PATTERN, device):
+        raise ValueError(f"--device must be cpu, cuda, cuda:N or mps, got {device!r}")
+    return device
+
+
+@dataclass(frozen=True)
+class StageSettings(_Settings):
+    """How a stage command (eig, project, render) may load the generator its input folder names.
+
+    A folder is data: a generator named there by a file path (a pickle, a TorchScript file) or a factory
+    ``package.module:function`` runs code when loaded, so it is loaded only when the user names it on the
+    command line too. Registered names (:func:`~hvp_explore.generators.available_generators`) load as they are.
+    """
+
+    generator: str | None = field(default=None, metadata=option(
+        "The generator the input folder was made with, repeated: required when that folder names a file or a factory "
+        "(which run code when loaded); a registered name loads without it."))
+    trust_generator: bool = field(default=False, metadata=option(
+        "Load the generator file or factory the input folder names without repeating it (only for folders you trust)."))
+
+
+@dataclass(frozen=True)
+class DemoSettings(_Settings):
+    """``hvp-explore demo``: the main job on a shipped sample."""
+
+    _integers = ("sample",)
+
+    generator: str = field(default=DEMO_GENERATORS[0], metadata=option(
+        "faces: a shipped face (generated from a fixed seed), x4 from 16x16; default: a Fashion-MNIST sample.",
+        choices=DEMO_GENERATORS))
+    problem: str = field(default=DEMO_PROBLEMS[0], metadata=option(
+        "Super-resolution x4, or inpainting of a band (the eyes of a face, the centre of a garment).", choices=DEMO_PROBLEMS))
+    sample: int = field(default=0, metadata=option("Which shipped sample (0-based)."))
+    out: str = field(default=DEFAULT_DEMO_OUT, metadata=option("Output folder of the demo (written atomically).", path=True))
+
+
+@dataclass(frozen=True)
+class TrainSettings(_Settings):
+    """``hvp-explore train``: the embedded default's training."""
+
+    _positive = ("epochs",)
+    _integers = ("epochs",)
+
+    epochs: int | None = field(default=None, metadata=option(
+        "Training epochs (default: those of the shipped weights, 15 for the GAN, 4 for the classifier)."))
+    seed: int = field(default=DEFAULT_SEED, metadata=option("Seeds the initialisation and the data order."))
+
+
+@dataclass(frozen=True)
+class BatchSettings(_Settings):
+    """``hvp-explore batch``: which share of the inputs this process takes."""
+
+    shard: str | None = field(default=None, metadata=option(
+        "Process shard i of n (i/n); default from torchrun or a Slurm array, else all."))
+
+    def __post_init__(self) -> None:
+        if self.shard is not None and not re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(self.shard)):
+            raise ValueError(f"--shard must look like i/n with 0 <= i < n, got {self.shard}")

@@ -7,38 +7,56 @@ type, choices, help), so no default or choice list is written in the command lin
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import shlex
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterable
 from dataclasses import MISSING, fields
 from pathlib import Path
 
 import click
 from rich.console import Console
 
-from hvp_explore.settings import flag_of
+from hvp_explore.cli import Terminated, interruption
+from hvp_explore.settings import RunSettings, flag_of
 
-console = Console(stderr=True, highlight=False)
+# soft_wrap: long lines (paths) are not broken by rich; tables are printed at their own width when piped (print_table)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 
-# Errors a user can cause (bad files, bad options, numerical faults): one line, exit status 2.
-USER_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, PermissionError, FloatingPointError, OSError)
+# Errors a user can cause (bad files, bad options, numerical faults, a memory budget too small): one line, exit status 2.
+USER_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, PermissionError, FloatingPointError, OSError, MemoryError)
 
 
 class UserError(click.ClickException):
     exit_code = 2
 
 
+def _stopped(exc: BaseException) -> click.exceptions.Exit:
+    message, code = interruption(exc)
+    console.print(message)
+    return click.exceptions.Exit(code)
+
+
 class Group(click.Group):
-    """Turns library exceptions into one-line errors (exit 2) and Ctrl-C into a clean exit (130)."""
+    """Turns library exceptions into one-line errors (exit 2), Ctrl-C into a clean exit (130) and SIGTERM into 143."""
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except (KeyboardInterrupt, Terminated) as exc:
+            raise _stopped(exc) from None
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except KeyboardInterrupt:
-            console.print("interrupted: no partial output was written (finished images of a batch are kept; rerun to resume)")
-            raise click.exceptions.Exit(130) from None
+        except (KeyboardInterrupt, Terminated) as exc:
+            raise _stopped(exc) from None
         except USER_ERRORS as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(message) from None
@@ -49,14 +67,48 @@ def command_line() -> str:
     return "hvp-explore " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
-def setup(quiet: bool, seed: int) -> None:
-    """Seed torch's global generator and route the library's notices to stderr (silenced by --quiet)."""
+def _private_torch_cache() -> None:
+    """Keep torch's compiler cache out of $TMPDIR.
+
+    Importing ``torch._dynamo`` (the torch profiler behind the memory budgets does) creates
+    ``$TMPDIR/torchinductor_<user>``, left behind for good. Unless the user chose a folder
+    (``TORCHINDUCTOR_CACHE_DIR``), it goes to a temporary folder deleted when the command ends.
+    """
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        return
+    folder = tempfile.mkdtemp(prefix="hvp-explore-torch-")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
+    atexit.register(shutil.rmtree, folder, True)
+
+
+def setup(quiet: bool, seed: int, device: str | None = None) -> None:
+    """Check the device, seed torch's global generator and route the library's notices to stderr (silenced by --quiet).
+
+    Raises:
+        ValueError: ``device`` is not a device kind hvp-explore runs on, or this machine does not have it.
+    """
+    if device is not None:
+        RunSettings(device=device, seed=seed)  # the form, before torch loads
+    _private_torch_cache()
     import torch
 
+    from hvp_explore.generators import check_device_available
+
+    if device is not None:
+        check_device_available(device)
     torch.manual_seed(seed)
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
     for noisy in ("PIL", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def check_output(out: Path, overwrite: bool, inputs: Iterable[Path | str | None] = ()) -> None:
+    """The output folder's checks, before any work (torch-free): a printable name, not an input's folder, writable."""
+    from hvp_explore.io.atomic import check_output_dir
+    from hvp_explore.io.files import check_path_text
+
+    check_path_text(out, "output folder")
+    check_output_dir(out, overwrite=overwrite, inputs=[p for p in inputs if p is not None])
 
 
 def say(quiet: bool, message: str) -> None:
@@ -64,12 +116,37 @@ def say(quiet: bool, message: str) -> None:
         console.print(message)
 
 
+def print_table(table) -> None:
+    """Print a rich table whole: at its natural width when stderr is not a terminal (a log, a pipe), never cut."""
+    if console.is_terminal:
+        console.print(table)  # on a terminal, cells too wide wrap (summary_table folds them)
+        return
+    natural = console.measure(table, options=console.options.update_width(1 << 16)).maximum
+    Console(stderr=True, highlight=False, width=max(console.width, natural)).print(table)
+
+
+#: The columns of a solutions table, as in report.json: one vocabulary for explore and render.
+SOLUTION_COLUMNS = ("file", "direction", "eta", "measurement_mse", "feasible", "perceptual_distance")
+#: The largest number of rows of an end-of-run table (every row is in report.json or the manifest).
+MAX_TABLE_ROWS = 50
+
+
+def print_solutions(solutions: list[dict], title: str) -> None:
+    """The solutions table (report.json's names), at most :data:`MAX_TABLE_ROWS` rows."""
+    from hvp_explore.io.tables import summary_table
+
+    shown = solutions[:MAX_TABLE_ROWS]
+    if len(solutions) > len(shown):
+        title = f"{title} (the first {len(shown)} of {len(solutions)}; all in report.json)"
+    print_table(summary_table(shown, SOLUTION_COLUMNS, title=title))
+
+
 def finish(quiet: bool, out: Path, title: str, rows: list[dict], columns) -> None:
     """The end-of-run summary table and where the outputs are."""
     from hvp_explore.io.tables import summary_table
 
     if not quiet:
-        console.print(summary_table(rows, columns, title=title))
+        print_table(summary_table(rows, columns, title=title))
         console.print(f"outputs in [bold]{out}[/]")
 
 
@@ -105,8 +182,8 @@ def settings_options(cls, *, only: tuple[str, ...] | None = None, exclude: tuple
         if (only is not None and f.name not in only) or f.name in exclude:
             continue
         meta, default = f.metadata, f.default
-        if default is MISSING:
-            raise TypeError(f"settings field {cls.__name__}.{f.name} has no default")
+        if default is MISSING or not meta.get("help"):
+            raise TypeError(f"settings field {cls.__name__}.{f.name} needs a default and a help text")
         base = str(f.type).split("|")[0].strip()
         kwargs: dict = {"default": default, "help": meta["help"], "show_default": default not in (None, False)}
         if base == "bool":
@@ -121,8 +198,13 @@ def settings_options(cls, *, only: tuple[str, ...] | None = None, exclude: tuple
     return stack(*decorators)
 
 
+#: ``--overwrite`` and ``--quiet``, shared by every command that writes a folder.
+output_flags = stack(
+    click.option("--overwrite", is_flag=True, help="Replace the folder of an earlier hvp-explore run at --out (a folder "
+                                                   "hvp-explore did not write is never replaced)."),
+    click.option("--quiet", is_flag=True, help="No progress bars or messages."),
+)
 output_options = stack(
     click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Output folder (written atomically)."),
-    click.option("--overwrite", is_flag=True, help="Replace an existing folder that was not written by hvp-explore."),
-    click.option("--quiet", is_flag=True, help="No progress bars or messages."),
+    output_flags,
 )

@@ -1,6 +1,7 @@
 """Commands that start from an observation: ``invert``, ``pulse``, ``explore``, ``demo``, ``batch``.
 
-Each command checks its options and its output folder before any long work, runs an
+Each command checks its options, its inputs and its output folder before any long work (before torch
+loads, for those checks that need no numerical library), runs an
 :class:`~hvp_explore.exploration.Explorer` stage, writes its folder atomically and prints a summary.
 """
 
@@ -11,10 +12,15 @@ from pathlib import Path
 import click
 
 from hvp_explore.cli._common import (
+    MAX_TABLE_ROWS,
+    check_output,
     command_line,
     console,
     finish,
+    output_flags,
     output_options,
+    print_solutions,
+    print_table,
     say,
     settings_options,
     setup,
@@ -22,6 +28,8 @@ from hvp_explore.cli._common import (
     write_folder,
 )
 from hvp_explore.settings import (
+    BatchSettings,
+    DemoSettings,
     DirectionSettings,
     EigenSettings,
     InversionSettings,
@@ -29,6 +37,7 @@ from hvp_explore.settings import (
     PulseSettings,
     RunSettings,
     StepSettings,
+    WalkSettings,
 )
 
 input_argument = click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
@@ -36,7 +45,7 @@ common_options = stack(settings_options(ProblemSettings), settings_options(RunSe
 tau_option = settings_options(StepSettings, only=("tau",))
 # every option of an exploration, shared by explore and batch
 exploration_options = stack(common_options, settings_options(InversionSettings), settings_options(EigenSettings),
-                            settings_options(DirectionSettings), settings_options(StepSettings))
+                            settings_options(DirectionSettings), settings_options(StepSettings), settings_options(WalkSettings))
 
 
 def _explorer(options: dict, *, metric: str | None = None, max_memory: str | int | None = None):
@@ -52,15 +61,17 @@ def _observe(explorer, input_path: Path, options: dict, quiet: bool):
     return observation
 
 
-def _start(out: Path, overwrite: bool, quiet: bool, seed: int, input_path: Path | None = None) -> None:
-    """Checks that need no numerical library, first: the input file and the output folder."""
-    from hvp_explore.io.atomic import check_output_dir
+def _start(out: Path, overwrite: bool, quiet: bool, options: dict, input_path: Path | None = None) -> None:
+    """Checks that need no numerical library, first (the input and mask files, the output folder), then the device."""
     from hvp_explore.io.files import check_input
 
+    RunSettings.pick(options)  # --device and --seed, before anything else
     if input_path is not None:
         check_input(input_path)
-    check_output_dir(out, overwrite=overwrite)
-    setup(quiet, seed)
+    if options.get("mask") is not None:
+        check_input(options["mask"], "mask")
+    check_output(out, overwrite, [input_path, options.get("mask")])
+    setup(quiet, options["seed"], options["device"])
 
 
 def _solve(stage: str, settings, input_path: Path, options: dict, *, out: Path, overwrite: bool, quiet: bool, tau: float):
@@ -69,10 +80,11 @@ def _solve(stage: str, settings, input_path: Path, options: dict, *, out: Path, 
     Returns:
         ``(observation, result, problem)`` with the problem as stored in stage files.
     """
+    StepSettings(tau=tau)  # checks --tau before any work
+    ProblemSettings.pick(options)
+    _start(out, overwrite, quiet, options, input_path)
     from hvp_explore.io.stages import problem_state
 
-    StepSettings(tau=tau)  # checks --tau before any work
-    _start(out, overwrite, quiet, options["seed"], input_path)
     explorer = _explorer(options)
     observation = _observe(explorer, input_path, options, quiet)
     result = getattr(explorer, stage)(observation, settings, tau=tau, seed=options["seed"], quiet=quiet)
@@ -84,32 +96,36 @@ def observation_command(settings_cls):
     return stack(click.command(), input_argument, common_options, tau_option, settings_options(settings_cls))
 
 
+def _print_warnings(quiet: bool, report: dict) -> None:
+    for warning in report.get("warnings", []):
+        say(quiet, f"[yellow]warning:[/] {warning}")
+
+
 @observation_command(InversionSettings)
 def invert(input_path, out, overwrite, quiet, tau, **options):
     """Find a first solution of INPUT by GAN inversion (CSGM, optionally Gauss-Newton and IAGAN)."""
-    from hvp_explore.io.stages import state_from_inversion, write_inversion
-
     observation, result, problem = _solve("invert", InversionSettings.pick(options), input_path, options, out=out,
                                           overwrite=overwrite, quiet=quiet, tau=tau)
+    from hvp_explore.io.stages import state_from_inversion, write_inversion
+
     state = state_from_inversion(generator=options["generator"], observation=observation, problem=problem, inversion=result)
     report = write_folder(out, overwrite, lambda tmp: write_inversion(tmp, state, tau=tau, command=command_line()))
-    finish(quiet, out, "inversion", [{"measurement MSE": report["measurement_mse"], "LR-PSNR dB": report["lr_psnr"],
-                                      "feasible": report["feasible"], "steps": report["steps_run"], "seconds": report["seconds"]}],
-           ["measurement MSE", "LR-PSNR dB", "feasible", "steps", "seconds"])
+    columns = ["measurement_mse", "lr_psnr", "feasible", "steps_run", "seconds"]
+    finish(quiet, out, "inversion", [report], columns)
+    _print_warnings(quiet, report)
 
 
 @observation_command(PulseSettings)
 def pulse(input_path, out, overwrite, quiet, tau, **options):
     """The PULSE baseline: N independent inversions from random latents on the sphere."""
-    from hvp_explore.io.stages import write_pulse
-
     observation, result, problem = _solve("pulse", PulseSettings.pick(options), input_path, options, out=out, overwrite=overwrite,
                                           quiet=quiet, tau=tau)
+    from hvp_explore.io.stages import write_pulse
+
     report = write_folder(out, overwrite, lambda tmp: write_pulse(tmp, result, observation, generator=options["generator"],
                                                                   problem=problem, command=command_line()))
-    finish(quiet, out, "PULSE", [{"runs": result.runs, "feasible": report["num_feasible"], "rate": report["feasibility_rate"],
-                                 "seconds": result.seconds, "s / run": report["timings"]["per_run"]}],
-           ["runs", "feasible", "rate", "seconds", "s / run"])
+    finish(quiet, out, "PULSE", [{**report, "seconds": result.seconds, "per_run": report["timings"]["per_run"]}],
+           ["runs", "num_feasible", "feasibility_rate", "seconds", "per_run"])
 
 
 class ExploreJob:
@@ -117,19 +133,43 @@ class ExploreJob:
 
     def __init__(self, options: dict):
         self.options = options
+        self.run_settings = RunSettings.pick(options)
         self.problem = ProblemSettings.pick(options)
         self.inversion = InversionSettings.pick(options)
         self.eigen = EigenSettings.pick(options)
         self.directions = DirectionSettings.pick(options)
         self.steps = StepSettings.pick(options)
+        self.walks = WalkSettings.pick(options)
         self.seed, self.quiet = options["seed"], options.get("quiet")
         self.explorer = None
 
     def load(self) -> ExploreJob:
         """Load the generator and the metric (and check the settings against them)."""
+        from hvp_explore.io.stages import solutions_bytes
+
         self.explorer = _explorer(self.options, metric=self.eigen.metric, max_memory=self.eigen.max_memory)
         self.explorer.check(self.eigen)
+        if str(self.eigen.max_memory).strip().lower() != "auto":  # a budget the user chose: one product must fit, before the inversion
+            self.explorer.check_memory(seed=self.seed)
+        need, budget = solutions_bytes(self.directions.solutions, self.explorer.generator.image_shape,
+                                       self.explorer.latent_dim), self.explorer.budget
+        if budget is not None and need > budget:
+            raise MemoryError(f"--solutions {self.directions.solutions} needs about {need / 2**20:.0f} MiB for the solutions' "
+                              f"images and latents, more than the memory budget of {budget / 2**20:.0f} MiB (--max-memory): ask "
+                              "for fewer solutions or a larger budget")
         return self
+
+    def check_problem(self) -> None:
+        """Build the forward operator once for the generator's images, so that an option that cannot fit them
+        (a factor that does not divide the size, a box outside the image, a mask of another size) stops a
+        batch before its first image. Compressed sensing without --measurements takes m from each file."""
+        from hvp_explore.problems import make_problem
+
+        p = self.problem
+        if (p.problem == "cs" and p.m is None) or (p.mask is not None and p.resize):
+            return
+        make_problem(p.problem, tuple(self.explorer.generator.image_shape), factor=p.factor, kernel=p.kernel, box=p.box,
+                     mask=p.mask if p.problem == "inpaint" else None, m=p.m, seed=self.seed)
 
     def run(self, input_path: Path, out: Path, *, overwrite: bool = False, quiet: bool | None = None) -> dict:
         from hvp_explore.io.stages import write_exploration
@@ -139,31 +179,28 @@ class ExploreJob:
         for notice in observation.notices:
             say(quiet, f"[yellow]notice:[/] {notice}")
         result = self.explorer.explore(observation, inversion=self.inversion, eigen=self.eigen, directions=self.directions,
-                                       steps=self.steps, seed=self.seed, quiet=quiet)
+                                       steps=self.steps, walks=self.walks, seed=self.seed, quiet=quiet)
         return write_folder(out, overwrite, lambda tmp: write_exploration(
             tmp, result, observation, generator=self.explorer.generator_name, metric=self.explorer.metric_name,
-            command=command_line()))
+            command=command_line(), quiet=quiet))
 
 
 def _print_exploration(report: dict, out: Path) -> None:
     from hvp_explore.io.tables import summary_table
 
-    console.print(summary_table(report["solutions"], {"file": "file", "direction": "direction", "eta": "eta",
-                                                      "measurement_mse": "MSE", "feasible": "feasible",
-                                                      "perceptual_distance": "perceptual dist."}, title="explored solutions"))
-    console.print(summary_table([{"stage": k, "seconds": v} for k, v in report["timings"].items()], ["stage", "seconds"],
-                                title="timings"))
+    print_solutions(report["solutions"], "explored solutions")
+    print_table(summary_table([{"stage": k, "seconds": v} for k, v in report["timings"].items()], ["stage", "seconds"],
+                              title="timings"))
     if report["rejected_directions"]:
         console.print(f"[yellow]{len(report['rejected_directions'])} signed direction(s) admitted no feasible step[/]")
-    for warning in report.get("warnings", []):
-        console.print(f"[yellow]warning:[/] {warning}")
-    console.print(f"outputs in [bold]{out}[/] (sheet.png, report.json, solutions/)")
+    _print_warnings(False, report)
+    console.print(f"outputs in [bold]{out}[/] (sheet.png, report.json, solutions/, solutions.npz)")
 
 
 def explore_run(input_path: Path, *, out: Path, overwrite: bool, quiet: bool, **options) -> dict:
     """``explore`` on one input: check, run, write, print."""
     job = ExploreJob({**options, "quiet": quiet})  # checks the settings before anything else
-    _start(out, overwrite, quiet, options["seed"], input_path)
+    _start(out, overwrite, quiet, options, input_path)
     report = job.load().run(input_path, out, overwrite=overwrite)
     if not quiet:
         _print_exploration(report, out)
@@ -178,63 +215,64 @@ def explore_cmd(input_path, **options):
     explore_run(input_path, **options)
 
 
-#: The demo's observations: (sample kind, inpainting box) per demo generator. The faces' box is the eyes band.
-DEMOS = {"faces": ("faces", "0,18,64,16"), "default": ("fashion-mnist", "8,8,16,16")}
-
-
 @click.command()
-@click.option("--generator", type=click.Choice(list(DEMOS)), default="faces", show_default=True,
-              help="faces: a shipped face (generated from a fixed seed), x4 from 16x16; default: a Fashion-MNIST sample.")
-@click.option("--problem", type=click.Choice(["sr", "inpaint"]), default="sr", show_default=True,
-              help="Super-resolution x4, or inpainting of a band (the eyes of a face, the centre of a garment).")
-@click.option("--sample", type=int, default=0, show_default=True, help="Which shipped sample (0-based).")
+@settings_options(DemoSettings, exclude=("out",))
 @settings_options(RunSettings, only=("device",))
-@click.option("--out", "out", type=click.Path(path_type=Path), default=Path("hvp-explore-demo"), show_default=True,
-              help="Output folder (written atomically).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
-@click.option("--quiet", is_flag=True, help="No progress bars or messages.")
+@settings_options(DemoSettings, only=("out",))
+@output_flags
 def demo(generator, problem, sample, device, out, overwrite, quiet):
     """The main job, offline: explore 10 solutions of a shipped face (or, with --generator default, a Fashion-MNIST sample)."""
-    from hvp_explore.cli._common import UserError
-    from hvp_explore.data import sample_paths
+    from hvp_explore.data import demo_sample
 
-    kind, band = DEMOS[generator]
-    paths = sample_paths(kind)
-    if not 0 <= sample < len(paths):
-        raise UserError(f"--sample must be between 0 and {len(paths) - 1}, got {sample}")
+    settings = DemoSettings(generator=generator, problem=problem, sample=sample, out=out)
+    path, band = demo_sample(settings.generator, settings.sample)
     box = band if problem == "inpaint" else None
     what = "super-resolution x4" if problem == "sr" else f"inpainting of the box {band}"
-    say(quiet, f"demo: {what} of {paths[sample].name} with the {generator} generator (offline)")
+    say(quiet, f"demo: {what} of {path.name} with the {generator} generator (offline)")
     options = {**ProblemSettings(problem=problem, box=box, from_clean=True).kwargs(), **RunSettings(generator=generator, device=device).kwargs(),
-               **InversionSettings().kwargs(), **EigenSettings().kwargs(), **DirectionSettings().kwargs(), **StepSettings().kwargs()}
-    explore_run(paths[sample], out=out, overwrite=overwrite, quiet=quiet, **options)
+               **InversionSettings().kwargs(), **EigenSettings().kwargs(), **DirectionSettings().kwargs(), **StepSettings().kwargs(),
+               **WalkSettings().kwargs()}
+    explore_run(path, out=Path(out), overwrite=overwrite, quiet=quiet, **options)
 
 
 @click.command()
 @click.argument("input_dir", metavar="INPUT_DIR", type=click.Path(path_type=Path))
 @exploration_options
-@click.option("--shard", default=None, help="Process shard i of n (i/n); default from torchrun or a Slurm array, else all.")
+@settings_options(BatchSettings)
 def batch(input_dir, out, overwrite, quiet, shard, **options):
-    """Explore every observation in INPUT_DIR into one subfolder each; resumable, shardable (see docs/scaling.md)."""
-    from hvp_explore.io.batch import batch_summary_table, discover_inputs, resolve_shard, run_batch
+    """Explore every observation in INPUT_DIR into one subfolder each; resumable, shardable (see docs/scaling.md).
 
+    A rerun skips the images whose folder is complete (it resumes); with --overwrite it redoes them.
+    """
+    from hvp_explore.io.batch import batch_summary_table, check_batch_dir, discover_inputs, resolve_shard, run_batch
+    from hvp_explore.io.files import check_input, check_path_text
+
+    # every check that concerns all images comes before the first one (and before the manifest is written)
     job = ExploreJob({**options, "quiet": quiet})
-    setup(quiet, options["seed"])
+    BatchSettings(shard=shard)
     shard_ = resolve_shard(shard)
+    check_path_text(input_dir, "input folder")
     inputs = discover_inputs(input_dir)
-    job.load()
+    if options.get("mask") is not None:
+        check_input(options["mask"], "mask")
+    check_path_text(out, "output folder")
+    check_batch_dir(out, overwrite=overwrite, inputs=[input_dir, *([options["mask"]] if options.get("mask") else [])])
+    setup(quiet, options["seed"], options["device"])
+    job.load().check_problem()
 
     def process(path: Path, target: Path) -> dict:
-        report = job.run(path, target, quiet=True)
+        report = job.run(path, target, overwrite=overwrite, quiet=True)
         return {"solutions": report["num_solutions"], "feasible": report["num_feasible"],
                 "first_mse": report["first_solution"]["measurement_mse"],
                 "min_pairwise": report["pairwise_perceptual_distance"]["min"], "seconds": report["timings"]["total"]}
 
-    result = run_batch(inputs, out, process, shard=shard_, quiet=quiet, overwrite=overwrite)
+    result = run_batch(inputs, out, process, shard=shard_, quiet=quiet, overwrite=overwrite, redo=overwrite)
     if not quiet:
-        records = result.records if len(result.records) <= 50 else result.records[-50:]
-        console.print(batch_summary_table(records, title=f"shard {shard_} ({len(result.records)} images)"))
+        records = result.records if len(result.records) <= MAX_TABLE_ROWS else result.records[-MAX_TABLE_ROWS:]
+        print_table(batch_summary_table(records, title=f"shard {shard_} ({len(result.records)} images)"))
         console.print(f"ok {result.ok}, skipped (already complete) {result.skipped}, errors {result.error}; "
                       f"manifest {result.manifest}")
     if result.error:
+        # said even under --quiet: an exit status without a word is a puzzle in a job log
+        console.print(f"{result.error} of {len(result.records)} image(s) failed; their messages are in {result.manifest}")
         raise click.exceptions.Exit(1)

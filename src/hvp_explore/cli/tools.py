@@ -8,36 +8,40 @@ from pathlib import Path
 
 import click
 
-from hvp_explore.cli._common import UserError, command_line, console, finish, setup
+from hvp_explore.cli._common import UserError, command_line, console, finish, print_table, settings_options, setup
+from hvp_explore.settings import TRAIN_KINDS, RunSettings, TrainSettings
 
 
 @click.command("generators")
 def generators_cmd():
-    """List the registered generators and perceptual metrics."""
-    from hvp_explore.generators import available_generators
+    """List the registered generators, the other forms --generator takes (with an example each), and the metrics."""
+    from hvp_explore.generators import GENERATOR_EXAMPLES, GENERATOR_FORMS, available_generators
     from hvp_explore.io.tables import summary_table
     from hvp_explore.metrics import available_metrics
 
-    rows = [{"name": k, "description": v} for k, v in available_generators().items()]
-    console.print(summary_table(rows, {"name": "generator", "description": "description"}))
+    rows = [{"name": k, "description": v, "example": f"--generator {k}"} for k, v in available_generators().items()]
+    rows += [{"name": k, "description": v, "example": GENERATOR_EXAMPLES[k]} for k, v in GENERATOR_FORMS.items()]
+    print_table(summary_table(rows, {"name": "generator", "description": "description", "example": "example"}))
+    console.print("A stage folder (eig, project, render) that names a file or a factory loads it only with --generator "
+                  "repeating it, or --trust-generator: such generators run code.")
     console.print("metrics: " + ", ".join(available_metrics()))
 
 
 @click.command()
-@click.argument("kind", type=click.Choice(["gan", "classifier"]))
-@click.option("--epochs", type=int, default=None, help="Training epochs (default: those of the shipped weights, 15 for the GAN, 4 "
-                                                        "for the classifier).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the initialisation and the data order.")
+@click.argument("kind", type=click.Choice(list(TRAIN_KINDS)))
+@settings_options(TrainSettings)
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Weights file to write (.pt).")
 @click.option("--quiet", is_flag=True, help="No progress bars or messages.")
 def train(kind, epochs, seed, out, quiet):
     """Train the embedded default: the Fashion-MNIST DCGAN or the perceptual-trunk classifier."""
+    TrainSettings(epochs=epochs, seed=seed)
+    RunSettings(seed=seed)
+    if out.suffix != ".pt":
+        raise UserError(f"--out must be a .pt weights file, got {out}")
+    setup(quiet, seed)
     from hvp_explore.training import save_trained
     from hvp_explore.training import train as run_train
 
-    setup(quiet, seed)
-    if out.suffix != ".pt":
-        raise UserError(f"--out must be a .pt weights file, got {out}")
     result = run_train(kind, epochs=epochs, seed=seed, quiet=quiet)
     record = save_trained(result, out, kind=kind, command=command_line())
     finish(quiet, out.parent, f"training ({kind})", [{"epochs": record["epochs"], "seconds": record["seconds"],

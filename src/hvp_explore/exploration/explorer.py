@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -31,16 +31,25 @@ from hvp_explore.exploration.directions import (
     make_directions,
     num_directions,
 )
-from hvp_explore.exploration.distances import pairwise_distances
-from hvp_explore.exploration.steps import default_eta_max, deliver, ellipsoid_steps, feasible_steps, predicted_steps
+from hvp_explore.exploration.distances import PAIRWISE_MATRIX_MAX, distances_to, pairwise_distances, pairwise_summary
+from hvp_explore.exploration.walks import WalkResult, feasible_walks
+from hvp_explore.exploration.steps import (
+    deliver,
+    ellipsoid_steps,
+    feasible_steps,
+    geometric_eta_max,
+    perceptual_budget,
+    predicted_steps,
+)
 from hvp_explore.generators import load_generator
 from hvp_explore.inversion import InversionResult, PulseResult, invert, pulse
 from hvp_explore.io._progress import progress_bar
 from hvp_explore.io.images import quantize
+from hvp_explore.io.weights import load_state_into
 from hvp_explore.operators.base import CurvatureOperator, as_latent
 from hvp_explore.operators.curvature import measurement_hessian, perceptual_hessian
 from hvp_explore.metrics import default_metric, load_metric
-from hvp_explore.operators.memory import batch_limit, fit_block_size, resolve_budget
+from hvp_explore.operators.memory import batch_limit, check_one_product, fit_block_size, resolve_budget
 from hvp_explore.problems import Observation, load_observation, measurement_mse
 from hvp_explore.settings import (
     DEFAULT_DEVICE,
@@ -56,7 +65,9 @@ from hvp_explore.settings import (
     DEFAULT_TAU,
     DEFAULT_THRESHOLD,
     DEFAULT_TOL,
+    DEFAULT_WALKERS,
     DELIVERY_MARGIN,
+    H_Y_RANK_RTOL,
     MODES,
     SWITCHES,
     DirectionSettings,
@@ -67,10 +78,12 @@ from hvp_explore.settings import (
     PulseSettings,
     RenderSettings,
     StepSettings,
+    WalkSettings,
     flag_of,
 )
 
-__all__ = ["Solution", "ExplorationResult", "render_solutions", "EigenStage", "eigenpairs", "explore", "Explorer"]
+__all__ = ["Solution", "ExplorationResult", "render_solutions", "EigenStage", "eigenpairs", "explore", "Explorer", "step_caps",
+           "numerical_rank_part", "walk_and_select", "farthest_first"]
 
 
 @dataclass(frozen=True)
@@ -110,10 +123,12 @@ class ExplorationResult:
         pencil: Top pencil eigenpairs (``mode="generalized"`` only).
         directions: The directions used, in order.
         solutions: The explored solutions (feasible ones first in direction order).
-        pairwise: (N, N) perceptual distances between solutions.
+        pairwise: (N, N) perceptual distances between solutions, or for more than
+            :data:`~hvp_explore.exploration.distances.PAIRWISE_MATRIX_MAX` solutions their ``{"min", "mean", "max"}``.
         timings: Seconds per stage and ``total``.
         settings: The options that produced it.
         rejected: Signed directions that admitted no useful step (label and status).
+        walk: The feasible walks (``walk_steps > 0``), whose points are candidates among the solutions.
     """
 
     inversion: InversionResult
@@ -124,10 +139,11 @@ class ExplorationResult:
     pencil: EigenResult | None
     directions: tuple[Direction, ...]
     solutions: tuple[Solution, ...]
-    pairwise: torch.Tensor
+    pairwise: torch.Tensor | dict
     timings: dict
     settings: dict
     rejected: tuple[dict, ...] = field(default=())
+    walk: WalkResult | None = None
 
     @property
     def coupling(self) -> torch.Tensor:
@@ -137,7 +153,7 @@ class ExplorationResult:
 
 def render_solutions(generator: Callable, forward: Callable, y: torch.Tensor, z0: torch.Tensor, first_image: torch.Tensor,
                      directions: list[Direction], *, metric: Callable, num_solutions: int, tau: float = DEFAULT_TAU,
-                     eta_max: float, chunk: int | None = None) -> tuple[list[Solution], list[dict], torch.Tensor, dict]:
+                     eta_max: float | torch.Tensor, chunk: int | None = None) -> tuple[list[Solution], list[dict], torch.Tensor | dict, dict]:
     """Feasible steps along both signs of every direction, the solutions as saved (8-bit), then perceptual distances.
 
     Eigenvector directions get the largest feasible step (:func:`feasible_steps`). Combinations of
@@ -152,7 +168,8 @@ def render_solutions(generator: Callable, forward: Callable, y: torch.Tensor, z0
     is the largest batch of one forward pass (default: :func:`~hvp_explore.operators.memory.batch_limit` of the images, else 256).
 
     Returns:
-        ``(solutions, rejected, pairwise, timings)`` with ``pairwise`` (N, N) distances between solutions
+        ``(solutions, rejected, pairwise, timings)`` with ``pairwise`` the (N, N) distances between solutions
+        (up to :data:`~hvp_explore.exploration.distances.PAIRWISE_MATRIX_MAX` of them, else their min, mean and max)
         and ``timings`` the seconds of the ``steps`` and ``distances`` stages.
     """
     timings = {}
@@ -166,22 +183,23 @@ def render_solutions(generator: Callable, forward: Callable, y: torch.Tensor, z0
         raise ValueError("combinations must follow the eigenvector directions they combine")
     D = torch.stack([d.vector for d in directions], dim=1)
     nb, nc = len(base), len(combos)
+    caps = torch.as_tensor(eta_max, dtype=torch.float64).expand(count).cpu()  # one cap per direction, both signs share it
     target = tau * (1 - DELIVERY_MARGIN)
     base_steps, base_images = feasible_steps(generator, forward, y, z0, torch.cat([D[:, :nb], -D[:, :nb]], dim=1), tau=target,
-                                             eta_max=eta_max, chunk=chunk)
+                                             eta_max=caps[:nb].repeat(2), chunk=chunk)
     combo_steps, combo_images = [], base_images[:0]
     if combos:
         # A base direction without a step would predict 0 for every combination using it: stand in the
         # smallest step found along any base direction (the smallest grid step if none was found).
         found = [st.eta for st in base_steps if st.eta > 0]
-        fallback = min(found) if found else eta_max / 16
+        fallback = min(found) if found else float(caps.min()) / 16
         eta_plus = torch.tensor([base_steps[j].eta or fallback for j in range(nb)], dtype=torch.float64)
         eta_minus = torch.tensor([base_steps[nb + j].eta or fallback for j in range(nb)], dtype=torch.float64)
         C = torch.tensor([directions[i].combination for i in combos], dtype=torch.float64).T  # (nb, c)
         guesses = torch.cat([ellipsoid_steps(C, eta_plus, eta_minus), ellipsoid_steps(-C, eta_plus, eta_minus)])
         Dc = D[:, nb:]
         combo_steps, combo_images = predicted_steps(generator, forward, y, z0, torch.cat([Dc, -Dc], dim=1),
-                                                    guesses, tau=target, eta_max=eta_max, chunk=chunk)
+                                                    guesses, tau=target, eta_max=caps[nb:].repeat(2), chunk=chunk)
     # column i is +directions[i], column count + i is -directions[i]; base directions come first
     steps = base_steps[:nb] + combo_steps[:nc] + base_steps[nb:] + combo_steps[nc:]
     images = torch.cat([base_images[:nb], combo_images[:nc], base_images[nb:], combo_images[nc:]])
@@ -201,8 +219,12 @@ def render_solutions(generator: Callable, forward: Callable, y: torch.Tensor, z0
                                                      images[columns], tau=tau, chunk=chunk)
     timings["steps"] = search_seconds + time.perf_counter() - t0
     t0 = time.perf_counter()
-    dist = pairwise_distances(metric, torch.cat([first_image.reshape(1, *sol_images.shape[1:]).to(sol_images.dtype), sol_images]),
-                              chunk=chunk)
+    first = first_image.reshape(1, *sol_images.shape[1:]).to(sol_images.dtype)
+    if len(chosen) <= PAIRWISE_MATRIX_MAX:
+        dist = pairwise_distances(metric, torch.cat([first, sol_images]), chunk=chunk)
+        to_first, pairwise = dist[0, 1:], dist[1:, 1:]
+    else:  # memory linear in N: the distances to the first solution and a summary of the others
+        to_first, pairwise = distances_to(metric, sol_images, first, chunk=chunk), pairwise_summary(metric, sol_images, chunk=chunk)
     timings["distances"] = time.perf_counter() - t0
     solutions = []
     for row, (i, label) in enumerate(chosen):
@@ -210,8 +232,8 @@ def render_solutions(generator: Callable, forward: Callable, y: torch.Tensor, z0
         mse = float(sol_mses[row])
         solutions.append(Solution(latent=z0 + eta * directions[i % count].vector.to(z0.dtype), image=sol_images[row],
                                   direction=label, eta=eta, measurement_mse=mse, feasible=mse <= tau,
-                                  perceptual_distance=float(dist[0, row + 1]), status="shrunk" if shrunk[row] else steps[i].status))
-    return solutions, rejected, dist[1:, 1:], timings
+                                  perceptual_distance=float(to_first[row]), status="shrunk" if shrunk[row] else steps[i].status))
+    return solutions, rejected, pairwise, timings
 
 
 @dataclass(frozen=True)
@@ -233,6 +255,84 @@ class EigenStage:
     timings: dict
 
 
+def farthest_first(distances: torch.Tensor, count: int, start: int) -> list[int]:
+    """Greedy farthest-point order: ``start``, then repeatedly the point farthest from those chosen (``count`` of them)."""
+    chosen = [start]
+    nearest = distances[start].clone()
+    while len(chosen) < min(count, distances.shape[0]):
+        nearest[chosen] = -1.0
+        nxt = int(nearest.argmax())
+        chosen.append(nxt)
+        nearest = torch.minimum(nearest, distances[nxt])
+    return chosen
+
+
+def walk_and_select(generator: Callable, forward: Callable, y: torch.Tensor, first_image: torch.Tensor, solutions: list[Solution],
+                    pairwise: torch.Tensor, *, metric: Callable, steps: int, walkers: int, num_solutions: int,
+                    tau: float = DEFAULT_TAU, quiet: bool | None = None) -> tuple[WalkResult, list[Solution], torch.Tensor]:
+    """Feasible walks from the e-GLASS solutions, then the ``num_solutions`` most diverse of all the solutions found.
+
+    The walkers start at the ``walkers`` e-GLASS solutions that are farthest apart (greedy farthest-point
+    order on their perceptual distances, from the one farthest from the first solution). The solutions
+    returned are the e-GLASS ones and every point of the walks, ordered the same way and cut at
+    ``num_solutions``: a set spread as widely as the candidates allow.
+
+    Returns:
+        ``(walk, solutions, pairwise)``.
+    """
+    images = torch.stack([s.image for s in solutions])
+    start = int(torch.tensor([s.perceptual_distance for s in solutions]).argmax())
+    order = farthest_first(pairwise, walkers, start)
+    starts = torch.stack([solutions[i].latent for i in order])
+    walk = feasible_walks(generator, forward, y, starts, metric=metric, found=torch.cat([first_image.reshape(1, *images.shape[1:]), images]),
+                          steps=steps, tau=tau, quiet=quiet)
+    walked = [Solution(latent=p.latent, image=p.image, direction=f"w{p.walker + 1}.{p.step}", eta=p.eta,
+                       measurement_mse=p.measurement_mse, feasible=p.feasible, perceptual_distance=0.0, status="walk")
+              for p in walk.points]
+    candidates = list(solutions) + walked
+    stack = torch.cat([first_image.reshape(1, *images.shape[1:]), torch.stack([c.image for c in candidates])])
+    distances = pairwise_distances(metric, stack)
+    chosen = [i + 1 for i in farthest_first(distances[1:, 1:], num_solutions, int(distances[0, 1:].argmax()))]
+    selected = [replace(candidates[i - 1], perceptual_distance=float(distances[0, i])) for i in chosen]
+    return walk, selected, distances[chosen][:, chosen]
+
+
+def step_caps(generator: Callable, metric: Callable, z0: torch.Tensor, directions: list[Direction], H_X: CurvatureOperator, *,
+              eta_max: float | None = None, seed: int = 0) -> tuple[torch.Tensor, float | None]:
+    r"""The largest step along each direction: ``eta_max`` for all, or, when it is None, each direction's geometric cap.
+
+    The geometric cap (:func:`~hvp_explore.exploration.steps.geometric_eta_max`) is the step whose
+    perceptual change, to second order (:math:`\eta^2 d^T H_X d`, one batched product per direction),
+    equals the perceptual distance between the first solution and a random image of the generator
+    (:func:`~hvp_explore.exploration.steps.perceptual_budget`).
+
+    Returns:
+        ``(caps, budget)``: (len(directions),) float64 caps and the perceptual budget (None for a given ``eta_max``).
+    """
+    if eta_max is not None:
+        return torch.full((len(directions),), float(eta_max), dtype=torch.float64), None
+    D = torch.stack([d.vector for d in directions], dim=1)
+    curvatures = (D * H_X.matmat(D.to(device=H_X.device, dtype=H_X.dtype)).to(torch.float64).cpu()).sum(0)
+    budget = perceptual_budget(generator, metric, z0, seed=seed)
+    return geometric_eta_max(curvatures, budget), budget
+
+
+def numerical_rank_part(result: EigenResult, rtol: float = H_Y_RANK_RTOL) -> EigenResult:
+    """The pairs of ``result`` whose eigenvalue exceeds ``rtol`` times the largest (``info["numerical_rank"]`` says how many).
+
+    H_Y has rank at most min(m, n) and often less (saturated pixels carry no gradient); its eigenvectors
+    for (numerically) zero eigenvalues span its null space in an arbitrary basis, and removing them
+    from a direction (Algorithm 1) would remove perceptual change for nothing.
+    """
+    values = result.values
+    keep = values > rtol * values[0].clamp_min(0) if values.numel() else values.bool()
+    rank = int(keep.sum())
+    if rank == values.numel():
+        return replace(result, info={**result.info, "numerical_rank": rank})
+    return replace(result, values=values[keep], vectors=result.vectors[:, keep], residuals=result.residuals[keep],
+                   converged=result.converged[keep], info={**result.info, "numerical_rank": rank, "dropped": int((~keep).sum())})
+
+
 def eigenpairs(generator: Callable, forward: Callable, metric: Callable, z0: torch.Tensor, *, k: int = DEFAULT_K,
                k_y: int | None = None, solver: str = DEFAULT_SOLVER, tol: float = DEFAULT_TOL, max_memory: int | None = None,
                batch: int | None = None, seed: int = 0) -> EigenStage:
@@ -242,7 +342,8 @@ def eigenpairs(generator: Callable, forward: Callable, metric: Callable, z0: tor
         generator, forward, metric: As in :func:`explore`.
         z0: The first solution (n,).
         k: H_X eigenpairs.
-        k_y: H_Y eigenpairs (default :func:`~hvp_explore.exploration.default_k_y`: its whole range when m < n, else n/16).
+        k_y: H_Y eigenpairs (default :func:`~hvp_explore.exploration.default_k_y`: its whole range when m < n, else n/16);
+            those below its numerical rank are dropped (:func:`numerical_rank_part`).
         solver, tol, seed: As in :func:`~hvp_explore.top_eigenpairs`.
         max_memory: Memory budget in bytes of one batched product (blocks are fitted to it); None = no budget.
         batch: Largest block on a CPU (:func:`~hvp_explore.operators.memory.batch_limit`); also the cap of a fitted block.
@@ -264,7 +365,8 @@ def eigenpairs(generator: Callable, forward: Callable, metric: Callable, z0: tor
         count = k if name == "H_X" else (k_y if k_y is not None else default_k_y(op.residual_dim, n))
         if not isinstance(count, int) or not 1 <= count < n:
             raise ValueError(f"{'k' if name == 'H_X' else 'k_y'} must be between 1 and n - 1 = {n - 1}, got {count!r}")
-        ops[name], results[name] = op, top_eigenpairs(op, count, solver=solver, tol=tol, seed=seed)
+        result = top_eigenpairs(op, count, solver=solver, tol=tol, seed=seed, probe=False)  # reproducible: no timing
+        ops[name], results[name] = op, (numerical_rank_part(result) if name == "H_Y" else result)
         timings["eigen_y" if name == "H_Y" else "eigen_x"] = time.perf_counter() - t0
     return EigenStage(ops["H_Y"], ops["H_X"], results["H_Y"], results["H_X"], block_sizes, timings)
 
@@ -273,7 +375,7 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
             mode: str = DEFAULT_MODE, k_y: int | None = None, K: int | None = DEFAULT_K, threshold: float = DEFAULT_THRESHOLD, eps: float = DEFAULT_EPS,
             tau: float = DEFAULT_TAU, eta_max: float | None = None, solver: str = DEFAULT_SOLVER, tol: float = DEFAULT_TOL,
             inversion: InversionResult | None = None, invert_options: dict | None = None, max_memory: int | None = None,
-            seed: int = 0, quiet: bool | None = None) -> ExplorationResult:
+            walk_steps: int = 0, walkers: int = DEFAULT_WALKERS, seed: int = 0, quiet: bool | None = None) -> ExplorationResult:
     r"""Find a first solution, then explore ``num_solutions`` more along low-measurement, high-perceptual directions.
 
     Args:
@@ -292,7 +394,8 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
         threshold: Cosine above which a coupling with a top H_Y eigenvector is removed.
         eps: Regularisation of the pencil, relative to the top eigenvalue of H_Y.
         tau: Feasibility threshold on the measurement MSE ([0, 1] scale).
-        eta_max: Largest step (default :func:`default_eta_max`).
+        eta_max: Largest step along any direction; None (the default) caps each direction where its
+            perceptual change reaches that of a random image of the generator (:func:`step_caps`).
         solver: Eigensolver for both operators (see :func:`~hvp_explore.top_eigenpairs`).
         tol: Relative eigensolver tolerance.
         inversion: A first solution to start from (skips the inversion).
@@ -301,6 +404,12 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
             :mod:`hvp_explore.operators.memory`); ``None`` = no limit. On a CPU, blocks of products and batches of
             forward passes are also capped at :func:`~hvp_explore.operators.memory.cpu_batch_size` of the image
             size, where batching stops paying.
+        walk_steps: Steps of feasible walks after the e-GLASS solutions (0: none). The walkers start at
+            the e-GLASS solutions farthest apart, each step stays feasible
+            (:func:`~hvp_explore.exploration.walks.feasible_walks`), every point they reach is a candidate,
+            and the ``num_solutions`` returned are chosen among all candidates for diversity
+            (:func:`walk_and_select`).
+        walkers: Walkers of the feasible walks.
         seed: Seeds the inversion and the eigensolvers.
         quiet: Hide progress bars.
     """
@@ -310,6 +419,11 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
         raise ValueError(f"the number of solutions must be a positive integer, got {num_solutions!r}")
     if not tau > 0:
         raise ValueError(f"tau must be positive, got {tau}")
+    if not isinstance(walk_steps, int) or walk_steps < 0 or not isinstance(walkers, int) or walkers < 1:
+        raise ValueError(f"walk steps must be a non-negative integer and walkers a positive one, got {walk_steps!r} and {walkers!r}")
+    if walk_steps and num_solutions + walkers * walk_steps > PAIRWISE_MATRIX_MAX:
+        raise ValueError(f"walks choose among all their candidates with an (N, N) distance matrix: num_solutions + walkers * walk_steps "
+                         f"must be at most {PAIRWISE_MATRIX_MAX}, got {num_solutions + walkers * walk_steps}")
     timings: dict[str, float] = {}
     t_total = time.perf_counter()
 
@@ -324,7 +438,6 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
     K = DEFAULT_K if K is None else K
     if not isinstance(K, int) or not 1 <= K < n:
         raise ValueError(f"K must be an integer between 1 and n - 1 = {n - 1}, got {K!r}")
-    eta_max = eta_max if eta_max is not None else default_eta_max(n)
     batch = batch_limit(inversion.image)
 
     # 2-5. the metrics, directions, steps and distances, one progress step each
@@ -341,22 +454,36 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
                                              eps=eps, tol=tol, seed=seed)
         timings["directions"] = time.perf_counter() - t0
         bar.advance(status="feasible steps")
+        t0 = time.perf_counter()
+        caps, budget = step_caps(G, metric, z0, directions, H_X, eta_max=eta_max, seed=seed)
         with torch.no_grad():
             first_image = quantize(inversion.image.reshape(1, *inversion.image.shape[-3:]))
             first_mse = float(measurement_mse(forward, first_image, y)[0])
+        caps_seconds = time.perf_counter() - t0
         solutions, rejected, pairwise, stage_times = render_solutions(G, forward, y, z0, first_image, directions,
                                                                       metric=metric, num_solutions=num_solutions, tau=tau,
-                                                                      eta_max=eta_max, chunk=batch)
+                                                                      eta_max=caps, chunk=batch)
         timings.update(stage_times)
+        timings["steps"] += caps_seconds
+        walk = None
+        if walk_steps and solutions:
+            bar.advance(0, status="feasible walks")
+            t0 = time.perf_counter()
+            walk, solutions, pairwise = walk_and_select(G, forward, y, first_image, solutions, pairwise, metric=metric, steps=walk_steps,
+                                                        walkers=walkers, num_solutions=num_solutions, tau=tau, quiet=quiet)
+            timings["walks"] = time.perf_counter() - t0
         bar.advance(status="done")
     # an inversion passed in was paid for outside this call
     timings["total"] = time.perf_counter() - t_total + (inversion.seconds if provided else 0.0)
     settings = {"mode": mode, "num_solutions": num_solutions, "k_y": k_y, "k_x": eig_x.k, "K": K,
-                "threshold": threshold, "eps": eps, "tau": tau, "eta_max": eta_max, "solver": solver, "tol": tol, "seed": seed,
-                "m": m, "n": n, "max_memory": max_memory, "block_sizes": block_sizes}
-    return ExplorationResult(inversion=inversion, first_image=first_image[0], first_mse=first_mse, eig_y=eig_y, eig_x=eig_x, pencil=pencil, directions=tuple(directions),
-                             solutions=tuple(solutions), pairwise=pairwise, timings=timings, settings=settings,
-                             rejected=tuple(rejected))
+                "threshold": threshold, "eps": eps, "tau": tau, "eta_max": "geometric" if eta_max is None else eta_max,
+                "eta_caps": caps.tolist(), "perceptual_budget": budget, "capped_steps": sum(s_.status == "capped" for s_ in solutions),
+                "solver": solver, "tol": tol, "seed": seed,
+                "k_y_rank": eig_y.k, "m": m, "n": n, "max_memory": max_memory, "block_sizes": block_sizes,
+                "walk_steps": walk_steps, "walkers": walkers if walk_steps else 0}
+    return ExplorationResult(inversion=inversion, first_image=first_image[0], first_mse=first_mse, eig_y=eig_y, eig_x=eig_x,
+                             pencil=pencil, directions=tuple(directions), solutions=tuple(solutions), pairwise=pairwise,
+                             timings=timings, settings=settings, rejected=tuple(rejected), walk=walk)
 
 
 class Explorer:
@@ -389,9 +516,8 @@ class Explorer:
         self.generator_name = str(generator)
         self.device = device
         self.generator = load_generator(generator, device=device)
-        if generator_state is not None:
-            self.generator.load_state_dict(generator_state)
-            self.generator.eval()
+        if generator_state is not None:  # a fine-tuned copy from a stage folder: a mismatch is one line, not a traceback
+            load_state_into(self.generator, generator_state, source="the stage's generator_state", error=ValueError)
         self.metric_name = default_metric(self.generator_name) if metric == "auto" else metric
         self.metric = None if metric is None else load_metric(self.metric_name, device=device)
         if self.metric is not None:
@@ -411,6 +537,17 @@ class Explorer:
             if value is not None and not 1 <= value < n:
                 raise ValueError(f"{flag_of(EigenSettings, name)} must be between 1 and n - 1 = {n - 1} "
                                  f"(the latent dimension is {n}), got {value}")
+
+    def check_memory(self, *, seed: int = DEFAULT_SEED) -> None:
+        """Refuse a memory budget that cannot hold one product of H_X, measured at a prior latent before any inversion.
+
+        H_X's products (generator and metric features) are the larger of the two operators' on every
+        registered generator; H_Y's, which need the observation, are checked again when they are built.
+        """
+        if self.budget is None or self.metric is None:
+            return
+        z = torch.randn(self.latent_dim, generator=torch.Generator().manual_seed(seed)).to(self.device)
+        check_one_product(perceptual_hessian(self.generator, self.metric, z), self.budget)
 
     def observe(self, path: Path | str, problem: ProblemSettings = ProblemSettings(), *, seed: int = DEFAULT_SEED) -> Observation:
         """The observation in ``path`` for this generator's images (see :func:`~hvp_explore.problems.load_observation`)."""
@@ -455,24 +592,33 @@ class Explorer:
                                threshold=settings.threshold, H_X=H_X, H_Y=H_Y, eps=settings.eps, seed=seed)
 
     def render(self, observation: Observation, z0: torch.Tensor, first_image: torch.Tensor, directions: list[Direction],
-               settings: RenderSettings = RenderSettings()) -> tuple[list[Solution], list[dict], torch.Tensor, dict]:
-        """Solutions along ``directions`` (:func:`render_solutions`): two per direction unless ``settings.solutions`` says."""
+               settings: RenderSettings = RenderSettings(), *, seed: int = DEFAULT_SEED) -> tuple[list[Solution], list[dict], torch.Tensor | dict, dict]:
+        """Solutions along ``directions`` (:func:`render_solutions`): two per direction unless ``settings.solutions`` says.
+
+        Steps are capped as :func:`explore` caps them (:func:`step_caps`: geometric unless ``settings.eta_max`` is given).
+        """
         z0 = as_latent(z0).to(self.device)
         num = settings.solutions if settings.solutions is not None else 2 * len(directions)
-        eta_max = settings.eta_max if settings.eta_max is not None else default_eta_max(z0.numel())
-        return render_solutions(self.generator, observation.forward.to(self.device), observation.y.to(self.device), z0,
-                                first_image.to(self.device), directions, metric=self.metric, num_solutions=num, tau=settings.tau,
-                                eta_max=eta_max)
+        t0 = time.perf_counter()
+        H_X = perceptual_hessian(self.generator, self.metric, z0) if settings.eta_max is None else None
+        caps, _ = step_caps(self.generator, self.metric, z0, directions, H_X, eta_max=settings.eta_max, seed=seed)
+        caps_seconds = time.perf_counter() - t0
+        solutions, rejected, pairwise, timings = render_solutions(
+            self.generator, observation.forward.to(self.device), observation.y.to(self.device), z0, first_image.to(self.device),
+            directions, metric=self.metric, num_solutions=num, tau=settings.tau, eta_max=caps)
+        return solutions, rejected, pairwise, {**timings, "steps": timings["steps"] + caps_seconds}
 
     def explore(self, observation: Observation, *, inversion: InversionSettings = InversionSettings(),
                 eigen: EigenSettings = EigenSettings(), directions: DirectionSettings = DirectionSettings(),
-                steps: StepSettings = StepSettings(), seed: int = DEFAULT_SEED, quiet: bool | None = None) -> ExplorationResult:
-        """The whole pipeline on one observation (:func:`explore`)."""
+                steps: StepSettings = StepSettings(), walks: WalkSettings = WalkSettings(), seed: int = DEFAULT_SEED,
+                quiet: bool | None = None) -> ExplorationResult:
+        """The whole pipeline on one observation (:func:`explore`), feasible walks included when ``walks.walk_steps`` > 0."""
         self.check(eigen)
         return explore(self.generator, observation.forward.to(self.device), observation.y.to(self.device), metric=self.metric,
                        num_solutions=directions.solutions, mode=directions.mode, k_y=eigen.k_y, K=eigen.k,
                        threshold=directions.threshold, eps=directions.eps, tau=steps.tau, eta_max=steps.eta_max, solver=eigen.solver,
-                       tol=eigen.tol, invert_options=_invert_kwargs(inversion), max_memory=self.budget, seed=seed, quiet=quiet)
+                       tol=eigen.tol, invert_options=_invert_kwargs(inversion), max_memory=self.budget,
+                       walk_steps=walks.walk_steps, walkers=walks.walkers, seed=seed, quiet=quiet)
 
 
 def _invert_kwargs(settings: InversionSettings) -> dict:

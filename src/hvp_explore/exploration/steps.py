@@ -19,7 +19,8 @@ from hvp_explore.operators.base import as_latent, frozen_modules
 from hvp_explore.problems import measurement_mse
 from hvp_explore.settings import DEFAULT_TAU, DELIVERY_MARGIN
 
-__all__ = ["Step", "feasible_steps", "ellipsoid_steps", "predicted_steps", "deliver", "default_eta_max", "DELIVERY_MARGIN"]
+__all__ = ["Step", "feasible_steps", "ellipsoid_steps", "predicted_steps", "deliver", "default_eta_max", "geometric_eta_max",
+           "perceptual_budget", "DELIVERY_MARGIN"]
 
 
 @dataclass(frozen=True)
@@ -58,11 +59,54 @@ def _mse_of(generator: Callable, forward: Callable, y: torch.Tensor, Z: torch.Te
     return torch.cat(images), torch.cat(mses).to(torch.float64)
 
 
-def _check_step_search(tau: float, eta_max: float) -> None:
+def _caps(eta_max: float | torch.Tensor, P: int, tau: float) -> torch.Tensor:
+    """``eta_max`` as (P,) float64 caps, one per direction (a number applies to all), checked with ``tau``."""
     if not tau > 0:
         raise ValueError(f"tau must be positive, got {tau}")
-    if not eta_max > 0:
-        raise ValueError(f"eta_max must be positive, got {eta_max}")
+    caps = torch.as_tensor(eta_max, dtype=torch.float64).detach().cpu()
+    caps = caps.expand(P).clone() if caps.dim() == 0 else caps
+    if caps.shape != (P,) or not bool((caps > 0).all()) or not bool(torch.isfinite(caps).all()):
+        raise ValueError(f"eta_max must be a positive finite number or {P} of them, one per direction, got {eta_max!r}")
+    return caps
+
+
+def perceptual_budget(generator: Callable, metric: Callable, z0: torch.Tensor, *, samples: int = 8, seed: int = 0) -> float:
+    r"""The perceptual scale of the generator around ``z0``: the median distance :math:`d(G(z_0), G(z_r))` to prior samples.
+
+    :math:`z_r \sim \mathcal N(0, I)` (``samples`` of them, from a generator seeded with ``seed``): how
+    far, perceptually, one random image of the generator is from another. A step that changes the
+    first solution by more than that has left what the generator does around it.
+    """
+    z0 = as_latent(z0)
+    draws = torch.randn(samples, z0.numel(), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    with frozen_modules(generator, metric), torch.no_grad():
+        x0 = generator(z0[None])
+        d = metric(generator(draws.to(device=z0.device, dtype=z0.dtype)), x0)
+    return float(d.double().median())
+
+
+def geometric_eta_max(curvatures: torch.Tensor, budget: float) -> torch.Tensor:
+    r"""Per-direction caps :math:`\eta_{max}(d) = \sqrt{D / d^T H_X d}`: the step whose perceptual change is ``budget``.
+
+    To second order a step :math:`\eta d` changes the image by :math:`\eta^2 d^T H_X d` in the
+    perceptual metric, so at this cap the solution would be as far from the first one as a random
+    image of the generator is (:func:`perceptual_budget`). The cap follows each direction's own
+    perceptual scale, instead of one latent radius (:func:`default_eta_max`) that, on a fine-tuned
+    generator whose measurements hardly change anywhere, decided most steps.
+
+    Args:
+        curvatures: (P,) values :math:`d^T H_X d` of unit directions.
+        budget: The perceptual distance D.
+
+    Returns:
+        (P,) float64 caps; a direction with no curvature gets the largest finite cap of the others
+        (or :math:`\sqrt{D}` if none has one).
+    """
+    c = curvatures.detach().to("cpu", torch.float64)
+    caps = torch.sqrt(torch.as_tensor(budget, dtype=torch.float64) / c.clamp_min(1e-300))
+    finite = torch.isfinite(caps) & (c > 0)
+    fill = float(caps[finite].max()) if bool(finite.any()) else math.sqrt(max(budget, 1e-300))
+    return torch.where(finite, caps, torch.full_like(caps, fill))
 
 
 def default_eta_max(n: int) -> float:
@@ -72,12 +116,12 @@ def default_eta_max(n: int) -> float:
 
 
 def feasible_steps(generator: Callable, forward: Callable, y: torch.Tensor, z0: torch.Tensor, directions: torch.Tensor, *,
-                   tau: float = DEFAULT_TAU, eta_max: float, grid: int = 4, rel_tol: float = 0.05, max_rounds: int = 6,
-                   chunk: int = 256) -> tuple[list[Step], torch.Tensor]:
+                   tau: float = DEFAULT_TAU, eta_max: float | torch.Tensor, grid: int = 4, rel_tol: float = 0.05,
+                   max_rounds: int = 6, chunk: int = 256) -> tuple[list[Step], torch.Tensor]:
     r"""The largest feasible step along each column of ``directions`` (pass both signs as columns).
 
     For every direction d the measurement MSE of :math:`G(z_0 + \eta d)` is evaluated on a geometric
-    grid :math:`\eta_{max} 2^{-(grid-1)}, \dots, \eta_{max}` (one batched forward pass for all
+    grid :math:`\eta_{max} 2^{-(grid-1)}, \dots, \eta_{max}` of its own cap (one batched forward pass for all
     directions); the first infeasible grid point brackets the boundary, which safeguarded
     interpolation in :math:`\sqrt{MSE}` (nearly linear in :math:`\eta` near a solution) refines to a
     relative width of ``rel_tol``, again batched over all directions per round. The returned step is
@@ -90,7 +134,8 @@ def feasible_steps(generator: Callable, forward: Callable, y: torch.Tensor, z0: 
         z0: The first solution (n,).
         directions: (n, P) directions (signed; not necessarily unit).
         tau: Feasibility threshold on the measurement MSE.
-        eta_max: The largest step considered (keeps solutions near the latent prior's typical set).
+        eta_max: The largest step considered: one number, or (P,) caps, one per column
+            (:func:`geometric_eta_max`).
         grid: Grid points of the bracketing pass.
         rel_tol: Relative width at which a bracket counts as refined.
         max_rounds: Refinement rounds (each one batched forward pass).
@@ -100,14 +145,14 @@ def feasible_steps(generator: Callable, forward: Callable, y: torch.Tensor, z0: 
         ``(steps, images)``: one :class:`Step` per column, and the images (P, C, H, W) at the returned
         steps (the first solution's image where no step was found).
     """
-    _check_step_search(tau, eta_max)
     n, P = directions.shape
+    caps = _caps(eta_max, P, tau)
     z0 = as_latent(z0)
     D = directions.to(z0.dtype).T  # (P, n)
     with frozen_modules(generator, forward):
         x0, mse0 = _mse_of(generator, forward, y, z0[None], chunk=chunk)
-        etas = eta_max * 2.0 ** torch.arange(-(grid - 1), 1, dtype=torch.float64)  # ascending
-        Z = z0 + etas.to(z0.dtype)[None, :, None] * D[:, None, :]  # (P, grid, n)
+        etas = caps[:, None] * 2.0 ** torch.arange(-(grid - 1), 1, dtype=torch.float64)  # (P, grid), ascending
+        Z = z0 + etas.to(device=z0.device, dtype=z0.dtype)[:, :, None] * D[:, None, :]  # (P, grid, n)
         images, mses = _mse_of(generator, forward, y, Z.reshape(-1, n), chunk=chunk)
         images, mses = images.reshape(P, grid, *images.shape[1:]), mses.reshape(P, grid)
         evaluations = torch.full((P,), grid)
@@ -120,9 +165,9 @@ def feasible_steps(generator: Callable, forward: Callable, y: torch.Tensor, z0: 
             bad = (mses[p] > tau).nonzero()
             first_bad = int(bad[0]) if bad.numel() else grid
             if first_bad > 0:
-                lo[p], lo_mse[p], best[p] = etas[first_bad - 1], mses[p, first_bad - 1], images[p, first_bad - 1]
+                lo[p], lo_mse[p], best[p] = etas[p, first_bad - 1], mses[p, first_bad - 1], images[p, first_bad - 1]
             if first_bad < grid:
-                hi[p], hi_mse[p] = etas[first_bad], mses[p, first_bad]
+                hi[p], hi_mse[p] = etas[p, first_bad], mses[p, first_bad]
         for _ in range(max_rounds):
             active = torch.isfinite(hi) & ((hi - lo) > rel_tol * hi)
             if not bool(active.any()):
@@ -132,7 +177,7 @@ def feasible_steps(generator: Callable, forward: Callable, y: torch.Tensor, z0: 
             s_lo, s_hi, s_tau = lo_mse[idx].sqrt(), hi_mse[idx].sqrt(), math.sqrt(tau)
             frac = ((s_tau - s_lo) / (s_hi - s_lo).clamp_min(1e-300)).clamp(0.1, 0.9)
             guess = lo[idx] + frac * (hi[idx] - lo[idx])
-            imgs, m = _mse_of(generator, forward, y, z0 + guess.to(z0.dtype)[:, None] * D[idx], chunk=chunk)
+            imgs, m = _mse_of(generator, forward, y, z0 + guess.to(device=z0.device, dtype=z0.dtype)[:, None] * D[idx], chunk=chunk)
             evaluations[idx] += 1
             ok = m <= tau
             lo[idx[ok]], lo_mse[idx[ok]], best[idx[ok]] = guess[ok], m[ok], imgs[ok]
@@ -182,7 +227,8 @@ def ellipsoid_steps(coefficients: torch.Tensor, eta_plus: torch.Tensor, eta_minu
 
 
 def predicted_steps(generator: Callable, forward: Callable, y: torch.Tensor, z0: torch.Tensor, directions: torch.Tensor,
-                    guesses: torch.Tensor, *, tau: float = DEFAULT_TAU, eta_max: float, shrink: tuple[float, float] = (0.2, 0.9),
+                    guesses: torch.Tensor, *, tau: float = DEFAULT_TAU, eta_max: float | torch.Tensor,
+                    shrink: tuple[float, float] = (0.2, 0.9),
                     max_rounds: int = 6, chunk: int = 256) -> tuple[list[Step], torch.Tensor]:
     r"""A feasible step along each column of ``directions``, starting from a predicted one and backtracking.
 
@@ -199,7 +245,7 @@ def predicted_steps(generator: Callable, forward: Callable, y: torch.Tensor, z0:
         directions: (n, P) directions (signed).
         guesses: (P,) predicted steps (positive), e.g. from :func:`ellipsoid_steps`.
         tau: Feasibility threshold on the measurement MSE.
-        eta_max: The largest step considered.
+        eta_max: The largest step considered (a number, or (P,) caps).
         shrink: Bounds of the backtracking factor.
         max_rounds: Backtracking rounds (each one batched forward pass over the failed directions).
         chunk: Largest batch per forward pass.
@@ -207,13 +253,13 @@ def predicted_steps(generator: Callable, forward: Callable, y: torch.Tensor, z0:
     Returns:
         ``(steps, images)`` as in :func:`feasible_steps`.
     """
-    _check_step_search(tau, eta_max)
     n, P = directions.shape
+    caps = _caps(eta_max, P, tau)
     if guesses.shape != (P,) or not bool((guesses > 0).all()):
         raise ValueError(f"guesses must be {P} positive steps, one per direction")
     z0 = as_latent(z0)
     D = directions.to(z0.dtype).T  # (P, n)
-    eta = guesses.to(torch.float64).clamp(max=eta_max)
+    eta = torch.minimum(guesses.to(torch.float64).cpu(), caps)
     with frozen_modules(generator, forward):
         x0, mse0 = _mse_of(generator, forward, y, z0[None], chunk=chunk)
         s0, s_tau = float(mse0[0].sqrt()), math.sqrt(tau)
@@ -227,7 +273,8 @@ def predicted_steps(generator: Callable, forward: Callable, y: torch.Tensor, z0:
             idx = (~accepted).nonzero().flatten()
             if idx.numel() == 0:
                 break
-            imgs, m = _mse_of(generator, forward, y, z0 + eta[idx].to(z0.dtype)[:, None] * D[idx], chunk=chunk)
+            imgs, m = _mse_of(generator, forward, y, z0 + eta[idx].to(device=z0.device, dtype=z0.dtype)[:, None] * D[idx],
+                              chunk=chunk)
             evaluations[idx] += 1
             ok = m <= tau
             good, bad = idx[ok], idx[~ok]
@@ -272,6 +319,8 @@ def deliver(generator: Callable, forward: Callable, y: torch.Tensor, z0: torch.T
     z0 = as_latent(z0)
     D = directions.to(z0.dtype).T  # (P, n)
     etas = etas.to(torch.float64).clone()
+    if images.shape[0] == 0:  # nothing to deliver (every direction was rejected)
+        return quantize(images), torch.zeros(0, dtype=torch.float64), etas, torch.zeros(0, dtype=torch.bool)
     with frozen_modules(generator, forward), torch.no_grad():
         images = quantize(images)
         mses = torch.cat([measurement_mse(forward, images[i : i + chunk], y) for i in range(0, images.shape[0], chunk)]).to(torch.float64)

@@ -49,6 +49,29 @@ def as_device(device: torch.device | str) -> torch.device:
         raise GeneratorError(f"invalid device {device!r}: {exc}") from None
 
 
+def check_device_available(device: torch.device | str) -> torch.device:
+    """``device`` as a ``torch.device`` if this machine has it, else a one-line :class:`GeneratorError`.
+
+    hvp-explore runs on the CPU, CUDA GPUs and Apple's Metal (``mps``); any other kind (``meta``, ...)
+    is refused. The check is cheap and comes before any work, so a missing GPU is reported at once.
+    """
+    device = as_device(device)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = "a CPU-only build of torch" if torch.version.cuda is None else "no CUDA GPU or driver was found"
+            raise GeneratorError(f"device {device} is not available here ({build}): use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise GeneratorError(f"device {device} is not available: this machine has {count} CUDA GPU(s), "
+                                 f"cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise GeneratorError(f"device {device} is not available here (no Apple Metal GPU): use --device cpu")
+    elif device.type != "cpu":
+        raise GeneratorError(f"device {device} is not supported: use cpu, cuda, cuda:N or mps")
+    return device
+
+
 def first_parameter_dtype(module: nn.Module) -> torch.dtype:
     """The floating dtype a probe latent should have: that of the first floating parameter or buffer."""
     for tensor in (*module.parameters(), *module.buffers()):
@@ -65,13 +88,22 @@ def first_parameter_device(module: nn.Module) -> torch.device:
 
 @torch.no_grad()
 def probe_image_shape(module: nn.Module, latent_dim: int, *, what: str) -> tuple[int, int, int]:
-    """Image shape (C, H, W) found by one forward pass of a zero latent of shape (1, latent_dim)."""
-    z = torch.zeros(1, latent_dim, dtype=first_parameter_dtype(module), device=first_parameter_device(module))
-    try:
-        x = module(z)
-    except Exception as exc:  # noqa: BLE001 - any failure of a user's model is reported as a load error
-        raise GeneratorError(f"{what} fails on a latent of shape (1, {latent_dim}): {first_line(exc)}") from exc
-    if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[0] != 1:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise GeneratorError(f"{what} must map latents (B, {latent_dim}) to images (B, C, H, W); got {shape} for B = 1")
-    return tuple(int(s) for s in x.shape[1:])
+    """Image shape (C, H, W) found by forward passes of zero latents of shapes (1, latent_dim) and (2, latent_dim).
+
+    The batch of two catches a model that works on one latent only (every stage passes batches).
+    """
+    shapes = []
+    for batch in (1, 2):
+        z = torch.zeros(batch, latent_dim, dtype=first_parameter_dtype(module), device=first_parameter_device(module))
+        try:
+            x = module(z)
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a user's model may raise anything (sys.exit too): one line
+            raise GeneratorError(f"{what} fails on a latent of shape ({batch}, {latent_dim}): "
+                                 f"{type(exc).__name__}: {first_line(exc)}") from None
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[0] != batch:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise GeneratorError(f"{what} must map latents (B, {latent_dim}) to images (B, C, H, W); got {shape} for B = {batch}")
+        shapes.append(tuple(int(s) for s in x.shape[1:]))
+    if shapes[0] != shapes[1]:
+        raise GeneratorError(f"{what} gives images of shape {shapes[0]} for one latent but {shapes[1]} in a batch of two")
+    return shapes[0]

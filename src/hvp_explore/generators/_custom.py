@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+import sys
 import warnings
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from torch import nn
 from hvp_explore.generators._common import GeneratorError, check_options, first_line, positive_int, probe_image_shape
 
 FACTORY_PATTERN = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+#: What a user's code may raise that must still end as one line: sys.exit() and Ctrl-C inside a factory included.
+_ANYTHING = (Exception, SystemExit, KeyboardInterrupt)
 
 
 def _complete(module: nn.Module, latent_dim: object, *, what: str) -> nn.Module:
@@ -74,13 +77,21 @@ def load_factory(spec: str, *, device: torch.device, **options) -> nn.Module:
     factory's use, ``latent_dim`` supplies the latent size of a module that lacks the attribute.
     """
     module_name, function_name = spec.split(":")
+    top = module_name.split(".")[0]
+    if top in sys.stdlib_module_names or top == "builtins":
+        raise GeneratorError(f"generator factory {spec!r} names the Python standard library: a factory is a function of your own "
+                             "package that returns a torch.nn.Module")
     try:
         py_module = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - ImportError, or any error raised by the user's module
-        raise GeneratorError(f"cannot import module {module_name!r} of generator factory {spec!r}: {first_line(exc)}") from exc
+    except _ANYTHING as exc:  # noqa: BLE001 - ImportError, or anything the user's module raises on import
+        raise GeneratorError(f"cannot import module {module_name!r} of generator factory {spec!r}: "
+                             f"{type(exc).__name__}: {first_line(exc)}") from None
     factory = getattr(py_module, function_name, None)
     if not callable(factory):
         raise GeneratorError(f"module {module_name!r} has no callable {function_name!r} (generator factory {spec!r})")
+    if inspect.isbuiltin(factory) or not (inspect.isfunction(factory) or inspect.isclass(factory) or inspect.ismethod(factory)):
+        raise GeneratorError(f"generator factory {spec!r} is a {type(factory).__name__}, not a Python function or class that "
+                             "returns a torch.nn.Module")
     kwargs = dict(options)
     latent_dim = kwargs.pop("latent_dim", None)
     if latent_dim is not None and _accepts(factory, "latent_dim"):
@@ -93,8 +104,8 @@ def load_factory(spec: str, *, device: torch.device, **options) -> nn.Module:
         pass
     try:
         module = factory(**kwargs)
-    except Exception as exc:  # noqa: BLE001 - the user's code; report its failure in one line
-        raise GeneratorError(f"generator factory {spec!r} failed: {type(exc).__name__}: {first_line(exc)}") from exc
+    except _ANYTHING as exc:  # noqa: BLE001 - the user's code; report its failure (sys.exit() included) in one line
+        raise GeneratorError(f"generator factory {spec!r} failed: {type(exc).__name__}: {first_line(exc)}") from None
     if not isinstance(module, nn.Module):
         raise GeneratorError(f"generator factory {spec!r} returned {type(module).__name__}, expected a torch.nn.Module")
     return _complete(module.to(device), latent_dim, what=f"the generator from {spec}")

@@ -117,7 +117,7 @@ def load_stylegan_pickle(path: Path, *, device: torch.device, **options) -> Styl
     try:
         with open(path, "rb") as f:
             data = pickle.load(f)  # noqa: S301 - network pickles are pickles by design (see module docstring)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means an unusable file
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any unpickling failure (sys.exit too) means an unusable file
         raise GeneratorError(
             f"cannot unpickle {path}: {first_line(exc)} "
             "(TensorFlow StyleGAN pickles must first be converted with the repository's legacy.py)"

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from hvp_explore.generators._biggan import BIGGAN_NAMES, load_biggan
-from hvp_explore.generators._common import GeneratorError, as_device, check_options
+from hvp_explore.generators._common import GeneratorError, check_device_available, check_options
 from hvp_explore.generators._custom import FACTORY_PATTERN, load_factory, load_torchscript
 from hvp_explore.generators._default import load_default
 from hvp_explore.generators._pggan import PGGAN_MODELS, load_pggan
@@ -62,11 +62,22 @@ GENERATOR_FORMS = {
     "PATH.pt, PATH.ts": "TorchScript generator (torch.jit.save); option latent_dim if the module has no latent_dim attribute",
     "package.module:function": "Python factory returning a torch.nn.Module; other options are passed to it",
 }
+#: One ``--generator`` example of each form of :data:`GENERATOR_FORMS` (``hvp-explore generators`` shows them).
+GENERATOR_EXAMPLES = {
+    "PATH.pkl": "--generator ffhq.pkl",
+    "PATH.pt, PATH.ts": "--generator my_generator.pt",
+    "package.module:function": "--generator mypackage.models:make_generator",
+}
 
 
 def available_generators() -> dict[str, str]:
     """Registered generator names, each with a one-line description (see also :data:`GENERATOR_FORMS`)."""
     return {name: entry.description for name, entry in _REGISTRY.items()}
+
+
+def is_registered(name_or_path: str | Path) -> bool:
+    """Whether ``name_or_path`` is a registered name: loading it runs only this package's code (no file, no factory)."""
+    return isinstance(name_or_path, str) and name_or_path in _REGISTRY
 
 
 def load_generator(name_or_path: str | Path, *, device: torch.device | str = "cpu", **options) -> nn.Module:
@@ -88,9 +99,11 @@ def load_generator(name_or_path: str | Path, *, device: torch.device | str = "cp
 
     Raises:
         GeneratorError: Unknown name (listing the valid ones), missing weights or repository
-            (naming the file and folder expected), or wrong options.
+            (naming the file and folder expected), wrong options, a device this machine lacks, or a
+            factory that fails, raises (``sys.exit`` included) or returns something else than a
+            generator (one line each).
     """
-    device = as_device(device)
+    device = check_device_available(device)
     key = str(name_or_path)
     entry = _REGISTRY.get(key)
     if entry is not None:

@@ -47,6 +47,7 @@ from hvp_explore.operators.base import frozen_modules
 from hvp_explore.problems import measurement_mse
 from hvp_explore.settings import (
     DEFAULT_GAUSS_NEWTON_TRIALS,
+    DEFAULT_HANDOVER,
     DEFAULT_IAGAN_LR_G,
     DEFAULT_IAGAN_LR_Z,
     DEFAULT_IAGAN_STEPS,
@@ -115,6 +116,7 @@ def invert(
     stop_factor: float = DEFAULT_STOP_FACTOR,
     gauss_newton: bool | str = DEFAULT_SWITCH,
     gauss_newton_trials: int = DEFAULT_GAUSS_NEWTON_TRIALS,
+    handover: int = DEFAULT_HANDOVER,
     iagan: bool | str = DEFAULT_SWITCH,
     iagan_steps: int = DEFAULT_IAGAN_STEPS,
     iagan_lr_z: float = DEFAULT_IAGAN_LR_Z,
@@ -152,7 +154,7 @@ def invert(
         forward: Linear forward operator A, images (B, C, H, W) -> measurements (B, ...).
         y: Observation, measurements of one image with or without the batch dimension.
         restarts: Number of random starts R, optimised together.
-        steps: Maximum number of CSGM Adam steps.
+        steps: Maximum number of CSGM Adam steps; IAGAN's steps are bounded by it too.
         lr: CSGM Adam learning rate.
         prior: Latent prior of the starts and of the projection: ``"normal"``, ``"truncated"``, ``"sphere"``.
         truncation: Threshold of the ``"truncated"`` prior.
@@ -168,7 +170,7 @@ def invert(
         iagan: Whether to fine-tune a copy of the generator after CSGM: ``True``, ``False``, or
             ``"auto"`` (only when CSGM's best MSE stays above ``tau``, e.g. large inpainting holes of
             images outside the generator's range; see docs/inversion.md).
-        iagan_steps: Number of IAGAN Adam steps.
+        iagan_steps: Number of IAGAN Adam steps (at most ``steps``).
         iagan_lr_z: IAGAN learning rate of the latent.
         iagan_lr_g: IAGAN learning rate of the generator's parameters; None takes the generator's own
             ``iagan_lr_g`` attribute when it declares one (the face generator: 1e-4, see
@@ -201,10 +203,11 @@ def invert(
         raise ValueError(f"gauss_newton must be True, False or 'auto' (when m <= n or n <= {GAUSS_NEWTON_MAX_LATENT}), "
                          f"got {gauss_newton!r}")
     gauss_newton_trials = positive_int("gauss_newton_trials", gauss_newton_trials)
+    handover = positive_int("handover", handover, minimum=0)
     if iagan not in (True, False, "auto"):
         raise ValueError(f"iagan must be True, False or 'auto' (fine-tune only when CSGM stays above tau), got {iagan!r}")
     if iagan:
-        iagan_steps = positive_int("iagan_steps", iagan_steps, minimum=0)
+        iagan_steps = min(positive_int("iagan_steps", iagan_steps, minimum=0), steps)  # --steps bounds every loop
         iagan_lr_z = positive_float("iagan_lr_z", iagan_lr_z)
         if iagan_lr_g is None:
             iagan_lr_g = getattr(generator, "iagan_lr_g", DEFAULT_IAGAN_LR_G)
@@ -235,7 +238,8 @@ def invert(
     options = {"lr": lr, "prior": prior, "truncation": truncation, "quiet": quiet}
     with frozen_modules(generator):
         # With the refinement, CSGM hands over as soon as a restart is feasible.
-        run = csgm(generator, forward, y, z0, steps=steps, stop_mse=tau * (1.0 if gauss_newton else stop_factor), **options)
+        run = csgm(generator, forward, y, z0, steps=min(steps, handover) if gauss_newton else steps,
+                   stop_mse=tau * (1.0 if gauss_newton else stop_factor), **options)
     timings["csgm"] = time.perf_counter() - t0
     best = int(run.best_mses.argmin())
     latent = run.best_latents[best].clone()
@@ -245,8 +249,11 @@ def invert(
     if gauss_newton and best_mse >= tau * stop_factor:
         t0 = time.perf_counter()
         with frozen_modules(generator, forward):
+            # the exact Jacobian when it is short on one side, conjugate gradients on Gauss-Newton products otherwise
+            solve = "exact" if min(y[0].numel(), n) <= GAUSS_NEWTON_MAX_LATENT else "cg"
             latent, best_mse, gn_history, accepted = levenberg_marquardt(generator, forward, y, latent, target=tau * stop_factor,
-                                                                   trials=gauss_newton_trials, prior=prior, truncation=truncation)
+                                                                         trials=gauss_newton_trials, prior=prior,
+                                                                         truncation=truncation, solve=solve)
         history.extend(gn_history)
         timings["gauss_newton"] = time.perf_counter() - t0
         if best_mse >= tau * stop_factor and steps_run < steps:

@@ -8,50 +8,118 @@ from hvp_explore.inversion.priors import project_latents
 from hvp_explore.operators.curvature import measurement_hessian
 from hvp_explore.problems import measurement_mse
 
-__all__ = ["levenberg_marquardt"]
+__all__ = ["levenberg_marquardt", "conjugate_gradient"]
 
 
-def levenberg_marquardt(generator, forward, y, latent, *, target, trials, prior, truncation):
+def _gradient(generator, forward, y, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:math:`g = J^T r` and :math:`r = A G(z) - y` at ``z`` (one backward pass), float64."""
+    zg = z.detach().clone().requires_grad_(True)
+    r = (forward(generator(zg[None])) - y).reshape(-1)
+    (g,) = torch.autograd.grad(0.5 * r.pow(2).sum(), zg)
+    return g.detach().to(torch.float64), r.detach().to(torch.float64)
+
+
+def conjugate_gradient(matvec, b: torch.Tensor, *, shift: float, iterations: int, rtol: float = 0.1) -> tuple[torch.Tensor, int]:
+    r"""Solve :math:`(H + \text{shift} \, I) x = b` by conjugate gradients with products ``matvec(v) = H v`` (float64).
+
+    An inexact Newton solve: it stops once the residual is below ``rtol`` times :math:`\lVert b \rVert`
+    (the forcing term; a Gauss-Newton step needs no more), or after ``iterations`` products.
+
+    Returns:
+        ``(x, products)``.
+    """
+    x = torch.zeros_like(b)
+    res = b.clone()
+    p = res.clone()
+    rr = float(res @ res)
+    stop = (rtol * float(b.norm())) ** 2
+    used = 0
+    while used < iterations and rr > stop:
+        Ap = matvec(p) + shift * p
+        used += 1
+        alpha = rr / float(p @ Ap)
+        x = x + alpha * p
+        res = res - alpha * Ap
+        rr_new = float(res @ res)
+        p = res + (rr_new / rr) * p
+        rr = rr_new
+    return x, used
+
+
+def _exact(generator, forward, y, z: torch.Tensor):
+    """The damped step from the exact Jacobian, in whichever of its two forms is smaller (see :func:`levenberg_marquardt`)."""
+    J = measurement_hessian(generator, forward, z).jacobian().to(torch.float64)
+    with torch.no_grad():
+        r = (forward(generator(z[None])) - y).reshape(-1).to(torch.float64)
+    tall = J.shape[0] > J.shape[1]
+    gram = J.T @ J if tall else J @ J.T
+    scale = float(gram.diagonal().mean())
+    eye = torch.eye(gram.shape[0], dtype=torch.float64, device=gram.device)
+
+    def step(mu: float) -> torch.Tensor:
+        if tall:
+            return -torch.linalg.solve(gram + mu * scale * eye, J.T @ r)
+        return -(J.T @ torch.linalg.solve(gram + mu * scale * eye, r))
+
+    return step
+
+
+def _matrix_free(generator, forward, y, z: torch.Tensor, *, cg_iterations: int):
+    """The damped step by conjugate gradients on Gauss-Newton products, never forming J."""
+    H = measurement_hessian(generator, forward, z)
+    g, _ = _gradient(generator, forward, y, z)
+
+    def matvec(v: torch.Tensor) -> torch.Tensor:
+        return H.matvec(v.to(H.dtype)).to(torch.float64)
+
+    scale = float(g @ matvec(g)) / max(float(g @ g), 1e-300)  # the curvature along the gradient
+
+    def step(mu: float) -> torch.Tensor:
+        return conjugate_gradient(matvec, -g, shift=mu * scale, iterations=cg_iterations)[0]
+
+    return step
+
+
+def levenberg_marquardt(generator, forward, y, latent, *, target, trials, prior, truncation, solve: str = "exact",
+                        cg_iterations: int = 20):
     r"""Levenberg-Marquardt on the measurement residual from ``latent``, until MSE < ``target``.
 
-    With :math:`r(z) = A G(z) - y` and its exact Jacobian J (m, n) the step is the damped
-    Gauss-Newton step :math:`\delta = -(J^T J + \mu s I)^{-1} J^T r = -J^T (J J^T + \mu s I)^{-1} r`,
-    :math:`s = \lVert J \rVert_F^2 / \min(m, n)`, solved in whichever form is smaller (n x n when the
-    measurements outnumber the latent dimensions, m x m otherwise). A step that lowers the MSE is kept
-    (then :math:`\mu \leftarrow \mu / 10` and J is recomputed at the new point); otherwise
-    :math:`\mu \leftarrow 10 \mu` and the step is retried with the same J. Every step lies in the row
-    space of J, so on a generator that is affine in z the iterates converge to the closest point to
-    ``latent`` with :math:`A G(z) = y` when m <= n, and to the least-squares point when m > n.
+    With :math:`r(z) = A G(z) - y` and its Jacobian J (m, n) the step is the damped Gauss-Newton step
+    :math:`\delta = -(J^T J + \mu s I)^{-1} J^T r = -J^T (J J^T + \mu s I)^{-1} r`. A step that lowers the
+    MSE is kept (then :math:`\mu \leftarrow \mu / 10` and the problem is linearised again at the new
+    point); otherwise :math:`\mu \leftarrow 10 \mu` and the step is retried with the same linearisation.
+
+    ``solve="exact"`` forms J (min(m, n) batched products) and solves in whichever form is smaller
+    (n x n when the measurements outnumber the latent dimensions, m x m otherwise), with
+    :math:`s = \lVert J \rVert_F^2 / \min(m, n)`: every step lies in the row space of J, so on a generator
+    that is affine in z the iterates converge to the closest point to ``latent`` with :math:`A G(z) = y`
+    when m <= n, and to the least-squares point when m > n. ``solve="cg"`` never forms J: conjugate
+    gradients on Gauss-Newton products :math:`J^T J v` (one jvp and one vjp each), with the gradient
+    :math:`J^T r` from one backward pass and :math:`s = g^T J^T J g / g^T g`, an inexact Newton step for
+    latents too long for the exact Jacobian (at most ``cg_iterations`` products per step).
 
     Returns:
         ``(latent, mse, history, accepted)`` with the MSE of every accepted step in ``history``.
     """
+    if solve not in ("exact", "cg"):
+        raise ValueError(f"solve must be 'exact' or 'cg', got {solve!r}")
     z = latent.detach().clone()
     with torch.no_grad():
         mse = float(measurement_mse(forward, generator(z[None]), y)[0])
-    history, accepted, mu, J = [], 0, 1e-3, None
+    history, accepted, mu, step = [], 0, 1e-3, None
     for _ in range(trials):
         if mse < target:
             break
-        if J is None:
-            J = measurement_hessian(generator, forward, z).jacobian().to(torch.float64)
-            with torch.no_grad():
-                r = (forward(generator(z[None])) - y).reshape(-1).to(torch.float64)
-            tall = J.shape[0] > J.shape[1]
-            gram = J.T @ J if tall else J @ J.T
-            scale = float(gram.diagonal().mean())
-            eye = torch.eye(gram.shape[0], dtype=torch.float64, device=gram.device)
-        if tall:
-            step = -torch.linalg.solve(gram + mu * scale * eye, J.T @ r)
-        else:
-            step = -(J.T @ torch.linalg.solve(gram + mu * scale * eye, r))
-        trial = z + step.to(z.dtype)
+        if step is None:
+            step = (_exact(generator, forward, y, z) if solve == "exact"
+                    else _matrix_free(generator, forward, y, z, cg_iterations=cg_iterations))
+        trial = z + step(mu).to(z.dtype)
         if prior != "normal":
             trial = project_latents(prior, trial[None], truncation=truncation)[0]
         with torch.no_grad():
             trial_mse = float(measurement_mse(forward, generator(trial[None]), y)[0])
         if trial_mse < mse:
-            z, mse, mu, J = trial, trial_mse, mu / 10, None
+            z, mse, mu, step = trial, trial_mse, mu / 10, None
             history.append(mse)
             accepted += 1
         else:

@@ -4,7 +4,10 @@ A run writes into a hidden temporary folder BESIDE its target (same parent, so t
 ``rename`` on one file system, never a copy) and moves it into place only when everything is
 written. A marker file (``.hvp-explore.json``: tool, version, command, time) is written last, so a
 folder holding it is a complete run of this tool: the batch command skips such folders
-(:func:`is_complete`), and a later run may replace one without ``--overwrite``.
+(:func:`is_complete`), and a later run replaces one only with ``--overwrite``. A non-empty folder
+without the marker is never replaced, ``--overwrite`` or not, and no output folder may contain an
+input of the run. Files and folders get the permissions the umask gives (``tempfile`` would make
+them private: 0600 and 0700), so results can be shared as any other file.
 
 Replacing an existing folder takes two renames (old folder aside, new folder in place), because
 POSIX ``rename`` cannot put a folder over a non-empty one:
@@ -45,7 +48,7 @@ import shutil
 import socket
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -82,6 +85,8 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; a plain open() would follow the umask
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -91,6 +96,13 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back: POSIX has no read-only call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def to_jsonable(obj: Any, *, where: str = "payload") -> Any:
@@ -280,7 +292,24 @@ def _protected(target: Path) -> str | None:
     return None
 
 
-def check_output_dir(target: Path | str, *, overwrite: bool = False, marker_name: str = MARKER_NAME) -> Path:
+def check_not_an_input(target: Path | str, inputs: Iterable[Path | str]) -> Path:
+    """The resolved ``target``, after checking that it neither is nor contains one of ``inputs`` (symbolic links resolved).
+
+    Replacing such a folder would delete the input; writing into it would mix results with data.
+
+    Raises:
+        OutputDirError: The target is an input or holds one.
+    """
+    target = _resolve(target)
+    for item in inputs:
+        resolved = _resolve(item)
+        if resolved == target or target in resolved.parents:
+            raise OutputDirError(f"output folder {target} would contain the input {item}: choose an --out outside the inputs")
+    return target
+
+
+def check_output_dir(target: Path | str, *, overwrite: bool = False, inputs: Iterable[Path | str] = (),
+                     marker_name: str = MARKER_NAME) -> Path:
     """Check, before any work, that ``target`` can receive this tool's output folder.
 
     Call it before long work so that a bad ``--out`` fails at once. It first restores a previous
@@ -288,18 +317,20 @@ def check_output_dir(target: Path | str, *, overwrite: bool = False, marker_name
 
     Args:
         target: The output folder.
-        overwrite: Allow replacing an existing non-empty folder that this tool did not write.
+        overwrite: Allow replacing an existing folder that this tool wrote (it holds the marker).
+        inputs: The run's input files and folders: the target may not be one of them nor contain one.
         marker_name: Name of the marker file.
 
     Returns:
         The resolved target path.
 
     Raises:
-        OutputDirError: The target is a file; a non-empty folder without the marker and
-            ``overwrite`` is False; the root, home or current folder (never replaced); or its
-            parent folder cannot be created or written.
+        OutputDirError: The target is a file; it is or contains an input; a non-empty folder
+            without the marker (never replaced); a folder with the marker and ``overwrite`` is
+            False; the root, home or current folder (never replaced); or its parent folder cannot
+            be created or written.
     """
-    target = _resolve(target)
+    target = check_not_an_input(target, inputs)
     recover_output_dir(target, marker_name=marker_name)
     if target.exists() and not target.is_dir():
         raise OutputDirError(f"output folder {target} exists and is a file: expected a folder or a path that does not exist")
@@ -307,18 +338,25 @@ def check_output_dir(target: Path | str, *, overwrite: bool = False, marker_name
         reason = _protected(target)
         if reason is not None:
             raise OutputDirError(f"refusing to use {target} as the output folder: {reason}, and it would be replaced")
-        if not overwrite and not is_complete(target, marker_name=marker_name):
-            try:
-                non_empty = any(target.iterdir())
-            except OSError as exc:
-                raise OutputDirError(f"cannot read output folder {target}: {exc.strerror or exc}") from None
-            if non_empty:
-                raise OutputDirError(f"output folder {target} exists and was not written by hvp-explore; pass --overwrite to replace it")
+        try:
+            non_empty = any(target.iterdir())
+        except OSError as exc:
+            raise OutputDirError(f"cannot read output folder {target}: {exc.strerror or exc}") from None
+        if non_empty and not is_complete(target, marker_name=marker_name):
+            raise OutputDirError(f"output folder {target} exists and was not written by hvp-explore: choose another --out "
+                                 "(only folders hvp-explore wrote are ever replaced)")
+        if non_empty and not overwrite:
+            raise OutputDirError(f"output folder {target} holds an earlier hvp-explore run: pass --overwrite to replace it")
     existing = _nearest_existing(target.parent)
     if not existing.is_dir():
         raise OutputDirError(f"cannot create output folder {target}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OutputDirError(f"cannot create output folder {target}: {existing} is not writable")
+    try:  # access() trusts the mode bits; only a real folder tells of /proc, a read-only mount, a full quota
+        os.rmdir(tempfile.mkdtemp(prefix=".hvp-probe-", dir=existing))
+    except OSError as exc:
+        raise OutputDirError(f"cannot create output folder {target}: {existing} does not accept new folders "
+                             f"({exc.strerror or exc})") from None
     return target
 
 
@@ -361,6 +399,7 @@ def atomic_output_dir(
     target: Path | str,
     *,
     overwrite: bool = False,
+    inputs: Iterable[Path | str] = (),
     marker_name: str = MARKER_NAME,
     marker: Mapping[str, Any] | None = None,
 ) -> Iterator[Path]:
@@ -375,7 +414,8 @@ def atomic_output_dir(
 
     Args:
         target: The output folder.
-        overwrite: Allow replacing an existing non-empty folder without the marker.
+        overwrite: Allow replacing an existing folder written by this tool.
+        inputs: The run's inputs, which the target may not contain (:func:`check_output_dir`).
         marker_name: Name of the marker file.
         marker: Extra JSON-serialisable entries for the marker.
 
@@ -383,7 +423,7 @@ def atomic_output_dir(
         OutputDirError: As :func:`check_output_dir`, checked on entry and again before the move
             (the target may have changed during the run); or the move itself failed.
     """
-    target = check_output_dir(target, overwrite=overwrite, marker_name=marker_name)
+    target = check_output_dir(target, overwrite=overwrite, inputs=inputs, marker_name=marker_name)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -391,6 +431,7 @@ def atomic_output_dir(
     _remove_stale(target)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target, "new"), dir=target.parent))
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; the folder is renamed into place as it is
     except OSError as exc:
         raise OutputDirError(f"cannot create a temporary folder in {target.parent}: {exc.strerror or exc}") from None
     try:

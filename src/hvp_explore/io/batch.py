@@ -38,7 +38,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from hvp_explore.io.atomic import OutputDirError, is_complete, to_jsonable
+from hvp_explore.io.atomic import OutputDirError, check_not_an_input, is_complete, to_jsonable
+from hvp_explore.io.files import check_path_text, display_path, one_line
 from hvp_explore.io._progress import progress_bar
 from hvp_explore.io.tables import summary_table
 
@@ -286,7 +287,7 @@ def output_names(inputs: Iterable[Path | str]) -> dict[Path, str]:
             return path.stem
         if level == 1:
             return path.name
-        return f"{path.name}-{hashlib.sha1(path.name.encode('utf-8')).hexdigest()[:8]}"
+        return f"{path.name}-{hashlib.sha1(path.name.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
 
     level = dict.fromkeys(paths, 0)
     while True:
@@ -378,7 +379,7 @@ def read_manifests(out_dir: Path | str) -> list[dict[str, Any]]:
 def _open_manifest(path: Path) -> None:
     """Create the manifest if missing; end a line cut short by a crash so the next line stays whole."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)  # the umask decides
         try:
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -394,7 +395,7 @@ def _append_line(path: Path, record: Mapping[str, Any]) -> None:
     """Append ``record`` (plain JSON types) as one line, and fsync."""
     data = (json.dumps(record, allow_nan=False, ensure_ascii=False) + "\n").encode("utf-8")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
         try:
             # One write call: with O_APPEND the line lands whole at the end of the file.
             view = memoryview(data)
@@ -434,9 +435,20 @@ class BatchResult:
     records: tuple[dict[str, Any], ...]
 
 
-def _check_batch_dir(out_dir: Path | str, *, overwrite: bool) -> Path:
-    """Create ``out_dir`` or check that it holds a batch's output (manifests or result folders)."""
-    folder = Path(os.path.realpath(os.path.expanduser(os.fspath(out_dir))))
+def check_batch_dir(out_dir: Path | str, *, overwrite: bool, inputs: Iterable[Path | str] = ()) -> Path:
+    """Check, without creating anything, that ``out_dir`` can receive a batch (call it before any work).
+
+    The folder may be missing, empty, or hold a batch's output (manifests, result folders, temporary
+    folders); with ``overwrite`` it may hold other files too (they are never touched). It may not be,
+    nor contain, one of ``inputs`` (the input folder, a mask).
+
+    Returns:
+        The resolved folder.
+
+    Raises:
+        OutputDirError: As above, or the root or home folder, or a file.
+    """
+    folder = check_not_an_input(out_dir, inputs)
     if folder == Path(folder.anchor) or folder == Path(os.path.realpath(os.path.expanduser("~"))):
         # Each image's folder may replace a folder of the same name: never inside / or ~.
         raise OutputDirError(f"refusing to use {folder} as a batch output folder: choose a folder of its own")
@@ -457,6 +469,12 @@ def _check_batch_dir(out_dir: Path | str, *, overwrite: bool) -> Path:
                 f"output folder {folder} exists and holds neither batch manifests nor hvp-explore results; "
                 "pass --overwrite to write into it anyway"
             )
+    return folder
+
+
+def _create_batch_dir(out_dir: Path | str, *, overwrite: bool) -> Path:
+    """Create ``out_dir`` after :func:`check_batch_dir`."""
+    folder = check_batch_dir(out_dir, overwrite=overwrite)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -466,9 +484,13 @@ def _check_batch_dir(out_dir: Path | str, *, overwrite: bool) -> Path:
     return folder
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
+def _bad_name(path: Path) -> str | None:
+    """Why ``path``'s name cannot be processed (not UTF-8, a control character), or None."""
+    try:
+        check_path_text(path.name, "input")
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def run_batch(
@@ -479,6 +501,7 @@ def run_batch(
     shard: Shard,
     quiet: bool | None = None,
     overwrite: bool = False,
+    redo: bool = False,
 ) -> BatchResult:
     """Run ``process`` on this shard's inputs, one output subfolder each, skipping finished ones.
 
@@ -497,7 +520,10 @@ def run_batch(
     ``shard`` (``"i/n"``), ``host`` and ``time`` (UTC, ISO 8601).
 
     Failures: a ``ValueError``, ``OSError`` or ``FloatingPointError`` raised by ``process`` is
-    recorded as an ``"error"`` with its one-line message and the batch goes on. Any other exception
+    recorded as an ``"error"`` with its one-line message and the batch goes on. So is an input whose
+    file name is not valid UTF-8 or holds a control character (it cannot be written to the manifest as
+    it is): it is recorded under its escaped name (``\xff``) without calling ``process``, every time,
+    so it never blocks the shard. Any other exception
     (a bug, ``KeyboardInterrupt``) stops the batch at once and propagates; nothing is recorded for
     that image, and its folder does not appear since it is written atomically. Running the same
     batch again resumes it.
@@ -510,7 +536,9 @@ def run_batch(
         shard: This process's share (:func:`resolve_shard`).
         quiet: No progress bar (it is drawn only on a terminal anyway).
         overwrite: Accept an existing non-empty ``out_dir`` that holds neither manifests nor
-            results of this tool. Finished images are still skipped.
+            results of this tool (its files are left alone).
+        redo: Process the images whose folder is complete too (``process`` must then replace it:
+            the command line's ``--overwrite``); by default they are skipped, which resumes a batch.
 
     Returns:
         :class:`BatchResult`.
@@ -523,7 +551,7 @@ def run_batch(
         raise ValueError(f"shard must be a Shard, got {type(shard).__name__}")
     names = output_names(inputs)
     mine = select(sorted(names, key=_sort_key), shard)
-    folder = _check_batch_dir(out_dir, overwrite=overwrite)
+    folder = _create_batch_dir(out_dir, overwrite=overwrite)
     manifest = manifest_path(folder, shard)
     _open_manifest(manifest)
     earlier = {record["input"]: record for record in read_manifests(folder)}
@@ -535,8 +563,10 @@ def run_batch(
         for path in mine:
             target = folder / names[path]
             tic = time.perf_counter()
-            message = None
-            if is_complete(target):
+            message = _bad_name(path)
+            if message is not None:
+                status, summary, seconds = "error", {}, None
+            elif is_complete(target) and not redo:
                 # The line stands for the finished result (the latest line wins in read_manifests),
                 # so it repeats the time and figures of the line that made the folder, if known.
                 status, summary, seconds = "skipped", {}, None
@@ -551,15 +581,16 @@ def run_batch(
                     summary = process(path, target)
                     status = "ok"
                 except CAUGHT_ERRORS as exc:
-                    status, summary, message = "error", {}, _one_line(exc)
+                    status, summary, message = "error", {}, one_line(exc)
                 seconds = time.perf_counter() - tic
                 if summary is None:
                     summary = {}
                 if not isinstance(summary, Mapping):
                     raise TypeError(f"process must return a mapping of summary figures or None, got {type(summary).__name__}")
+            record_name = display_path(path.name)
             record = to_jsonable({
-                "input": path.name,
-                "output": names[path],
+                "input": record_name,
+                "output": display_path(names[path]),
                 "status": status,
                 "seconds": seconds,
                 "message": message,
@@ -567,11 +598,11 @@ def run_batch(
                 "shard": str(shard),
                 "host": host,
                 "time": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
-            }, where=f"summary of {path.name}")
+            }, where=f"summary of {record_name}")
             _append_line(manifest, record)
             records.append(record)
             counts[status] += 1
-            bar.advance(status=f"{path.name}: {status}")
+            bar.advance(status=f"{record['input']}: {status}")
     return BatchResult(
         ok=counts["ok"],
         skipped=counts["skipped"],
@@ -616,6 +647,7 @@ __all__ = [
     "INPUT_EXTENSIONS",
     "Shard",
     "batch_summary_table",
+    "check_batch_dir",
     "discover_inputs",
     "manifest_path",
     "output_name",

@@ -233,11 +233,24 @@ def spread_image(images: Sequence[torch.Tensor] | torch.Tensor) -> tuple[torch.T
     """
     import matplotlib
 
-    pixels = [_sheet_image(img, i) for i, img in enumerate(images)]
-    if len(pixels) < 2 or len({tuple(p.shape) for p in pixels}) != 1:
-        raise ValueError(f"a spread map needs at least two images of one shape, got {[tuple(p.shape) for p in pixels]}")
-    stack = torch.stack(pixels).to(torch.float64) / 255.0
-    spread = stack.std(dim=0, unbiased=False).pow(2).mean(0).sqrt()  # (H, W)
+    # Welford's running mean and squared deviations, not a stack of every image: the memory of one image whatever
+    # the number of solutions, and exactly 0 where all images agree
+    count, mean, deviations, shapes = 0, None, None, set()
+    for i, img in enumerate(images):
+        pixels = _sheet_image(img, i).to(torch.float64) / 255.0
+        shapes.add(tuple(pixels.shape))
+        if len(shapes) > 1:
+            break
+        count += 1
+        if mean is None:
+            mean, deviations = pixels, torch.zeros_like(pixels)
+            continue
+        delta = pixels - mean
+        mean = mean + delta / count
+        deviations = deviations + delta * (pixels - mean)
+    if count < 2 or len(shapes) != 1:
+        raise ValueError(f"a spread map needs at least two images of one shape, got {count} image(s) of shapes {sorted(shapes)}")
+    spread = (deviations / count).mean(0).sqrt()  # (H, W): the channels' RMS of the standard deviation
     largest = float(spread.max())
     rgba = matplotlib.colormaps["magma"]((spread / largest).numpy() if largest > 0 else spread.numpy())
     tile = torch.from_numpy(np.round(rgba[..., :3] * 255).astype(np.uint8)).permute(2, 0, 1).contiguous()

@@ -17,49 +17,30 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from hvp_explore.io.atomic import write_bytes_atomic
-from hvp_explore.io.files import ImageError, check_file
+from hvp_explore.io.files import ImageError, display_path, one_line, open_image_lazily, read_measurements
 
 logger = logging.getLogger(__name__)
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_JPEG_SIGNATURE = b"\xff\xd8\xff"
 _SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N"})
 _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
-
-
 def _open_image(path: Path | str) -> Image.Image:
-    """Open and fully decode an image file, turning every failure into a one-line ImageError."""
-    path = Path(path)
-    check_file(path, "an image (PNG or JPEG)")
+    """Open and fully decode an image file, turning every failure into a one-line ImageError.
+
+    The header is checked first (:func:`~hvp_explore.io.files.open_image_lazily`: an image, of a size that
+    is safe to decode); decoding is what detects truncated data.
+    """
+    img = open_image_lazily(path)
     try:
-        with open(path, "rb") as f:
-            head = f.read(len(_PNG_SIGNATURE))
-    except OSError as exc:
-        raise ImageError(f"cannot read {path}: {_one_line(exc)}") from None
-    # A file that starts like a PNG or a JPEG but fails to decode is damaged, not of the wrong kind.
-    looks_like_image = head.startswith(_PNG_SIGNATURE) or head.startswith(_JPEG_SIGNATURE)
-    try:
-        img = Image.open(path)
-        img.load()  # Image.open is lazy: decoding is what detects truncated data.
-    except UnidentifiedImageError:
-        if looks_like_image:
-            raise ImageError(f"{path} is truncated or corrupt: its header cannot be decoded") from None
-        raise ImageError(
-            f"{path} is not an image file: its content is not PNG or JPEG data (whatever its extension says)"
-        ) from None
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"{path} is too large to load safely: {_one_line(exc)}") from None
+        img.load()
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"{path} is truncated or corrupt: {_one_line(exc)}") from None
+        img.close()
+        raise ImageError(f"{display_path(path)} is truncated or corrupt: {one_line(exc)}") from None
     return img
 
 
@@ -78,7 +59,7 @@ def _image_to_array(img: Image.Image, path: Path | str) -> np.ndarray:
     try:
         rgb = img.convert("RGB")
     except (ValueError, OSError) as exc:
-        raise ImageError(f"{path} has an unsupported colour mode {img.mode!r}: {_one_line(exc)}") from None
+        raise ImageError(f"{path} has an unsupported colour mode {img.mode!r}: {one_line(exc)}") from None
     return np.asarray(rgb, dtype=np.float64) / 255.0
 
 
@@ -265,22 +246,7 @@ def load_measurements(path: Path | str) -> torch.Tensor:
         float64 tensor with the array's shape.
 
     Raises:
-        ImageError: Missing file, a directory, an empty or unreadable file, a non-``.npy`` file,
-            a non-numeric array, or values that are NaN or infinite.
+        ImageError: As :func:`~hvp_explore.io.files.read_measurements` (missing, unreadable, not numeric,
+            NaN, infinite, or values that overflow float32).
     """
-    path = Path(path)
-    check_file(path, "a measurements (.npy)")
-    if path.suffix.lower() != ".npy":
-        raise ImageError(f"{path}: measurements must be a NumPy .npy file, got extension {path.suffix!r}")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise ImageError(f"{path} is not a readable .npy array: {_one_line(exc)}") from None
-    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
-        kind = getattr(arr, "dtype", type(arr))
-        raise ImageError(f"{path} holds {kind} data: expected a real numeric array of measurements")
-    arr = arr.astype(np.float64)
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        raise ImageError(f"{path} contains {int(bad.sum())} NaN or infinite value(s): measurements must be finite")
-    return torch.from_numpy(arr)
+    return torch.from_numpy(read_measurements(path))

@@ -9,6 +9,8 @@ with ``torch.load(weights_only=True)``. Human- and NumPy-friendly copies sit bes
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,11 @@ from hvp_explore._version import __version__
 from hvp_explore.io.atomic import write_json_atomic
 from hvp_explore.eigen.solvers import EigenResult
 from hvp_explore.exploration import Direction, ExplorationResult, Solution, coupling_matrix
-from hvp_explore.generators import load_generator
+from hvp_explore.generators import is_registered, load_generator
+from hvp_explore.io._progress import progress_bar
+from hvp_explore.io.files import STATE_FILE, check_stage_folder, display_path
 from hvp_explore.io.images import save_image
+from hvp_explore.io.schema import check_state
 from hvp_explore.inversion import InversionResult
 from hvp_explore.metrics import load_metric
 from hvp_explore.problems.observation import Observation
@@ -31,9 +36,18 @@ from hvp_explore.inversion import PulseResult
 from hvp_explore.io.figures import contact_sheet, plot_correlation, plot_coupling, plot_spectra, spread_image
 
 __all__ = ["RunState", "save_state", "load_state", "problem_state", "state_from_inversion", "write_inversion", "write_pulse", "write_eigen",
-           "write_exploration", "exploration_report"]
+           "write_exploration", "exploration_report", "generator_to_load", "load_run_state_into", "check_run_generator",
+           "solutions_bytes"]
 
-STATE_FILE = "state.pt"
+#: The latents (and steps) of a folder's solutions: ``G(latents[i])`` is ``solutions/<i+1>.png``.
+SOLUTIONS_FILE = "solutions.npz"
+#: Fine-tuned generator weights (IAGAN), beside the latents that need them.
+GENERATOR_STATE_FILE = "generator_state.pt"
+#: The contact sheet shows at most this many solutions (every one is in solutions/).
+SHEET_SOLUTIONS = 30
+#: Copies of each solution's image and latent held while a run renders and writes it (float64 at most),
+#: for :func:`solutions_bytes`.
+_SOLUTION_COPIES = 4
 
 
 @dataclass(frozen=True)
@@ -68,17 +82,27 @@ class RunState:
     directions: dict = field(default_factory=dict)
 
     def observation(self) -> Observation:
-        """Rebuild the observation (forward operator included)."""
+        """Rebuild the observation (forward operator included).
+
+        Raises:
+            ValueError: The stored problem cannot be rebuilt, or the stored measurements do not fit it.
+        """
         forward = make_problem(self.problem["kind"], tuple(self.problem["image_shape"]),
                                **{k: v for k, v in self.problem.items() if k not in ("kind", "image_shape")})
+        if tuple(self.y.shape) != (1, *forward.measurement_shape):
+            raise ValueError(f"the measurements in {STATE_FILE} have shape {tuple(self.y.shape)}, but its problem makes "
+                             f"{(1, *forward.measurement_shape)}: rerun the stage that wrote it")
         return Observation(forward, self.y, self.display, self.clean, self.source)
 
-    def load_generator(self, *, device: str = "cpu") -> torch.nn.Module:
-        """The generator of this run (with the fine-tuned weights when IAGAN ran)."""
-        G = load_generator(self.generator, device=device)
-        if self.generator_state is not None:
-            G.load_state_dict(self.generator_state)
-        return G.eval()
+    def load_generator(self, *, device: str = "cpu", generator: str | None = None, trust: bool = False) -> torch.nn.Module:
+        """The generator of this run (with the fine-tuned weights when IAGAN ran).
+
+        A generator recorded as a file or a factory runs code when loaded: it is loaded only when
+        ``generator`` repeats it or ``trust`` is set (:func:`generator_to_load`).
+        """
+        G = load_generator(generator_to_load(self, generator, trust), device=device)
+        check_run_generator(self, G)
+        return load_run_state_into(self, G)
 
     def metric_name(self) -> str:
         """The perceptual metric the ``eig`` stage used.
@@ -137,16 +161,72 @@ def load_state(folder: Path | str) -> RunState:
     Raises:
         ValueError: The folder is not an output folder of an earlier stage (one line).
     """
-    folder = Path(folder)
-    path = folder / STATE_FILE if folder.is_dir() else folder
-    if not path.is_file():
-        raise ValueError(f"{folder} holds no {STATE_FILE}: give the output folder of 'hvp-explore invert' (or a later stage)")
+    path = check_stage_folder(folder)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a damaged file
         raise ValueError(f"{path} cannot be read ({type(exc).__name__}); rerun the stage that wrote it") from None
+    data = dict(check_state(data, path))
     data.pop("version", None)
     return RunState(**data)
+
+
+def generator_to_load(state: RunState, given: str | None = None, trust: bool = False) -> str:
+    """The generator of ``state`` if it may be loaded: stage folders are data, never code.
+
+    A registered name loads only this package's code. A file (a pickle, a TorchScript archive) or a
+    factory ``package.module:function`` runs code when loaded, so a folder naming one (it may come from
+    someone else, or have been edited) is loaded only when the user repeats it (``--generator``) or says
+    they trust the folder (``--trust-generator``).
+
+    Raises:
+        ValueError: ``given`` differs from the recorded generator, or the recorded one is a file or a
+            factory and neither ``given`` nor ``trust`` allows it (one line saying what to pass).
+    """
+    recorded = state.generator
+    if given is not None and given != recorded:
+        raise ValueError(f"--generator {display_path(given)} is not the generator this run was made with "
+                         f"({display_path(recorded)}): pass --generator {shlex.quote(display_path(recorded))}")
+    if is_registered(recorded) or given == recorded or trust:
+        return recorded
+    raise ValueError(f"this run's {STATE_FILE} names the generator {display_path(recorded)}, a file or factory that runs code "
+                     f"when loaded: to load it, pass --generator {shlex.quote(display_path(recorded))} (or --trust-generator)")
+
+
+def check_run_generator(state: RunState, generator: torch.nn.Module) -> None:
+    """Refuse a generator whose latent size or image shape is not those of the run (a tampered or mixed-up folder)."""
+    n, shape = state.latent.numel(), tuple(state.problem["image_shape"])
+    if int(generator.latent_dim) != n:
+        raise ValueError(f"the latent in {STATE_FILE} has {n} values but generator {display_path(state.generator)} takes "
+                         f"latents of {int(generator.latent_dim)}: rerun the stage that wrote it")
+    if tuple(generator.image_shape) != shape:
+        raise ValueError(f"the problem in {STATE_FILE} is for images {shape} but generator {display_path(state.generator)} "
+                         f"makes {tuple(generator.image_shape)}: rerun the stage that wrote it")
+
+
+def load_run_state_into(state: RunState, generator: torch.nn.Module) -> torch.nn.Module:
+    """Load the run's fine-tuned weights (if any) into ``generator``, checked name by name and shape by shape.
+
+    Raises:
+        ValueError: The weights in state.pt do not fit the generator (one line).
+    """
+    if state.generator_state is not None:
+        own = generator.state_dict()
+        if set(own) != set(state.generator_state):
+            raise ValueError(f"the fine-tuned weights in {STATE_FILE} are not those of generator {display_path(state.generator)} "
+                             "(other parameter names): rerun the stage that wrote it")
+        for name, value in state.generator_state.items():
+            if value.shape != own[name].shape or value.dtype != own[name].dtype:
+                raise ValueError(f"the fine-tuned weight {name!r} in {STATE_FILE} has shape {tuple(value.shape)} "
+                                 f"({value.dtype}), the generator's {tuple(own[name].shape)} ({own[name].dtype}): "
+                                 "rerun the stage that wrote it")
+        generator.load_state_dict(state.generator_state)
+    return generator.eval()
+
+
+def solutions_bytes(num_solutions: int, image_shape: Sequence[int], latent_dim: int) -> int:
+    """An upper estimate of the memory ``num_solutions`` solutions take while a run renders and writes them."""
+    return int(num_solutions) * (int(np.prod(image_shape)) + int(latent_dim)) * 8 * _SOLUTION_COPIES
 
 
 # --- reports ------------------------------------------------------------------------------------------
@@ -160,9 +240,12 @@ def inversion_report(inversion: InversionResult) -> dict:
             "back_projected": inversion.back_projected, "restart_mses": list(inversion.restart_mses)}
 
 
-def _eigen_summary(result: EigenResult) -> dict:
+def _eigen_summary(result: EigenResult, seconds: float | None = None) -> dict:
+    """An eigensolve's report entry. ``seconds`` is the whole stage (building the operator, fitting its blocks to the
+    memory budget, solving), as in ``timings``; ``solver_seconds`` the eigensolver's share."""
     return {"k": result.k, "solver": result.solver, "matvecs": result.matvecs, "check_matvecs": result.check_matvecs,
-            "seconds": result.seconds, "max_residual": float(result.residuals.max()) if result.k else None,
+            "seconds": result.seconds if seconds is None else seconds, "solver_seconds": result.seconds,
+            "max_residual": float(result.residuals.max()) if result.k else None,
             "max_relative_residual": result.max_relative_residual, "all_converged": result.all_converged,
             "residuals": result.residuals.tolist(), "values": result.values.tolist()}
 
@@ -174,11 +257,34 @@ def write_inversion(folder: Path, state: RunState, *, tau: float, command: str) 
     if state.clean is not None:
         save_image(state.clean, folder / "ground_truth.png")
     save_state(folder, state)
+    mse = state.inversion["measurement_mse"]
     report = {"command": command, "generator": state.generator, "problem": _problem_json(state.problem), "tau": tau,
-              **state.inversion, "feasible": state.inversion["measurement_mse"] <= tau,
-              "timings": {**state.inversion["timings"], "total": state.inversion["seconds"]}}
+              **state.inversion, "feasible": mse <= tau,
+              "timings": {**state.inversion["timings"], "total": state.inversion["seconds"]},
+              "warnings": [] if mse <= tau else [_not_feasible(mse, tau)]}
     write_json_atomic(folder / "report.json", report)
     return report
+
+
+def _not_feasible(mse: float, tau: float) -> str:
+    return (f"the first solution did not reach tau: its measurement MSE {mse:.2e} exceeds tau = {tau:g}, so no step from it "
+            "can be feasible (the generator may not approach this observation; try more --restarts or --steps, or --iagan on)")
+
+
+def _save_latents(folder: Path, latents: torch.Tensor, files: list[str], labels: list[str], etas, mses,
+                  generator_state: dict | None = None) -> dict:
+    """solutions.npz (and generator_state.pt for a fine-tuned generator): what regenerates every solution.
+
+    Returns:
+        The report entry that says where they are.
+    """
+    np.savez(folder / SOLUTIONS_FILE, latents=latents.detach().cpu().numpy(), files=np.array(files, dtype=str),
+             directions=np.array(labels, dtype=str), eta=np.array([np.nan if e is None else e for e in etas], dtype=np.float64),
+             measurement_mse=np.array(mses, dtype=np.float64))
+    if generator_state is not None:
+        torch.save({k: v.detach().cpu() for k, v in generator_state.items()}, folder / GENERATOR_STATE_FILE)
+    return {"file": SOLUTIONS_FILE, "generator_state": GENERATOR_STATE_FILE if generator_state is not None else None,
+            "regenerate": "G(latents[i]) is files[i], G the run's generator (with the weights of generator_state when set)"}
 
 
 def _problem_json(problem: dict) -> dict:
@@ -198,12 +304,14 @@ def write_pulse(folder: Path, result: PulseResult, observation: Observation, *, 
     images = [observation.display] + [result.images[i] for i in range(result.runs)]
     labels = ["observation"] + [f"run {i + 1}{'' if result.feasible[i] else ' (infeasible)'}\nMSE {float(result.measurement_mse[i]):.1e}"
                                 for i in range(result.runs)]
-    contact_sheet(images, labels, folder / "sheet.png")
+    contact_sheet(images[:SHEET_SOLUTIONS + 1], labels[:SHEET_SOLUTIONS + 1], folder / "sheet.png")
+    latents = _save_latents(folder, result.latents, [s_["file"] for s_ in solutions], [s_["direction"] for s_ in solutions],
+                            [None] * result.runs, [s_["measurement_mse"] for s_ in solutions])
     report = {"command": command, "method": "pulse", "generator": generator, "problem": _problem_json(problem), "tau": result.eps,
               "runs": result.runs, "batch": result.batch, "feasibility_rate": result.feasibility_rate,
               "num_feasible": len(feasible), "timings": {"runs": result.seconds, "total": result.seconds,
                                                          "per_run": float(result.seconds_per_run.mean())},
-              "solutions": solutions}
+              "solutions": solutions, "latents": latents}
     write_json_atomic(folder / "report.json", report)
     return report
 
@@ -213,14 +321,21 @@ def eigen_state(eig_y: EigenResult, eig_x: EigenResult) -> dict:
             for key, attr in (("values", "values"), ("vectors", "vectors"), ("residuals", "residuals"), ("converged", "converged"))}
 
 
-def write_eigen(folder: Path, state: RunState, eig_y: EigenResult, eig_x: EigenResult, *, command: str) -> dict:
-    """``eig``'s folder: eigenpairs.npz, spectra.png, coupling.png, state.pt, report.json."""
+def write_eigen(folder: Path, state: RunState, eig_y: EigenResult, eig_x: EigenResult, *, command: str,
+                timings: dict | None = None) -> dict:
+    """``eig``'s folder: eigenpairs.npz, spectra.png, coupling.png, state.pt, report.json.
+
+    ``timings`` are the stage's seconds (``eigen_y``, ``eigen_x``), reported as each operator's ``seconds``.
+    """
+    timings = dict(timings or {})
     np.savez(folder / "eigenpairs.npz", **{k: v.numpy() for k, v in state.eigen.items()})
     plot_spectra(eig_y.values, eig_x.values, folder / "spectra.png")
     plot_coupling(coupling_matrix(eig_y.vectors, eig_x.vectors), folder / "coupling.png")
     save_state(folder, state)
     report = {"command": command, "generator": state.generator, "metric": state.metric,
-              "eigen": {"H_Y": _eigen_summary(eig_y), "H_X": _eigen_summary(eig_x)}}
+              "eigen": {"H_Y": _eigen_summary(eig_y, timings.get("eigen_y")),
+                        "H_X": _eigen_summary(eig_x, timings.get("eigen_x"))},
+              "timings": {**timings, "total": sum(timings.values())} if timings else {}}
     write_json_atomic(folder / "report.json", report)
     return report
 
@@ -231,7 +346,10 @@ def _solution_entries(solutions: tuple[Solution, ...] | list[Solution]) -> list[
              "perceptual_distance": s.perceptual_distance, "step_status": s.status} for i, s in enumerate(solutions)]
 
 
-def _pairwise_summary(pairwise: torch.Tensor) -> dict:
+def _pairwise_summary(pairwise: torch.Tensor | dict) -> dict:
+    """min, mean and max of the distances between distinct solutions: from the (N, N) matrix, or as already summarised."""
+    if isinstance(pairwise, dict):
+        return {key: pairwise.get(key) for key in ("min", "mean", "max")}
     N = pairwise.shape[0]
     if N < 2:
         return {"min": None, "mean": None, "max": None}
@@ -257,7 +375,8 @@ def exploration_report(result: ExplorationResult, observation: Observation, *, g
         "first_solution": {"file": "first_solution.png", **inversion_report(result.inversion),
                            "inversion_measurement_mse": result.inversion.measurement_mse, "measurement_mse": result.first_mse,
                            "lr_psnr": lr_psnr(max(result.first_mse, 1e-300))},
-        "eigen": {"H_Y": _eigen_summary(result.eig_y), "H_X": _eigen_summary(result.eig_x),
+        "eigen": {"H_Y": _eigen_summary(result.eig_y, result.timings.get("eigen_y")),
+                  "H_X": _eigen_summary(result.eig_x, result.timings.get("eigen_x")),
                   **({"pencil": _eigen_summary(result.pencil)} if result.pencil is not None else {})},
         "directions": [_direction_entry(d) for d in result.directions],
         "solutions": _solution_entries(result.solutions),
@@ -266,6 +385,8 @@ def exploration_report(result: ExplorationResult, observation: Observation, *, g
         "num_feasible": sum(s_.feasible for s_ in result.solutions),
         "pairwise_perceptual_distance": _pairwise_summary(result.pairwise),
     }
+    if result.walk is not None:
+        report["walks"] = _walk_summary(result)
     report["warnings"] = _warnings(result)
     if observation.clean is not None:
         clean = observation.clean.to(result.first_image.dtype)
@@ -305,12 +426,15 @@ def _direction_entry(d: Direction) -> dict:
 
 
 def write_exploration(folder: Path, result: ExplorationResult, observation: Observation, *, generator: str, metric: str,
-                      command: str) -> dict:
+                      command: str, quiet: bool | None = None) -> dict:
     """``explore``'s folder: solutions/*.png, first_solution.png, observation.png, sheet.png, spectra.png,
-    coupling.png, correlation.png, eigenpairs.npz, directions.npz, report.json."""
+    coupling.png, correlation.png, walks.png (with feasible walks), eigenpairs.npz, directions.npz,
+    solutions.npz (the latents, and generator_state.pt when IAGAN fine-tuned the generator), report.json."""
     folder = Path(folder)
     _solution_images(folder, observation, result.first_image, result.first_mse, result.solutions,
-                     title=_sheet_title(result.settings, observation, generator))
+                     title=_sheet_title(result.settings, observation, generator), quiet=quiet)
+    inversion = result.inversion
+    latents = _solution_latents(folder, result.solutions, inversion.generator.state_dict() if inversion.fine_tuned else None)
     plot_spectra(result.eig_y.values, result.eig_x.values, folder / "spectra.png")
     C = result.coupling
     plot_coupling(C, folder / "coupling.png", threshold=result.settings["threshold"])
@@ -320,8 +444,45 @@ def write_exploration(folder: Path, result: ExplorationResult, observation: Obse
     np.savez(folder / "directions.npz", vectors=torch.stack([d_.vector for d_ in result.directions], 1).numpy(),
              labels=np.array([d_.label for d_ in result.directions]), coupling=C.numpy())
     report = exploration_report(result, observation, generator=generator, metric=metric, command=command)
+    report["latents"] = latents
+    if result.walk is not None:
+        _walk_figure(folder / "walks.png", result.walk, result.first_image)
+        report["walks"]["figure"] = "walks.png"
     write_json_atomic(folder / "report.json", report)
     return report
+
+
+def _walk_figure(path: Path, walk, first_image: torch.Tensor) -> None:
+    """One row per walker: the first solution, the walker's start (an e-GLASS solution), then its point after each step."""
+    W, T = walk.images.shape[:2]
+    images, labels = [], []
+    for w in range(W):
+        images.append(first_image)
+        labels.append("first solution" if w == 0 else "")
+        for t in range(T):
+            still = t > 0 and bool(torch.equal(walk.paths[w, t], walk.paths[w, t - 1]))
+            images.append(walk.images[w, t])
+            labels.append(f"walker {w + 1} start" if t == 0 else f"step {t}" + (" (stuck)" if still else ""))
+    contact_sheet(images, labels, path, columns=T + 1,
+                  title=f"feasible walks: {W} walkers x {T - 1} steps, every point a solution (8-bit PNG meets tau)")
+
+
+def _walk_summary(result: ExplorationResult) -> dict | None:
+    """report.json's ``walks``: what the walks did and how many of the N solutions came from them."""
+    walk = result.walk
+    if walk is None:
+        return None
+    return {"walkers": int(walk.paths.shape[0]), "steps": int(walk.paths.shape[1]) - 1, "points": len(walk.points),
+            "stuck_steps": walk.stuck, "products": walk.products, "seconds": walk.seconds,
+            "selected": sum(s_.status == "walk" for s_ in result.solutions),
+            "all_points_feasible": all(p.feasible for p in walk.points)}
+
+
+def _solution_latents(folder: Path, solutions: Sequence[Solution], generator_state: dict | None) -> dict:
+    latents = torch.stack([s_.latent.detach().cpu() for s_ in solutions]) if solutions else torch.zeros(0, 0)
+    return _save_latents(folder, latents, [f"solutions/{i + 1:03d}.png" for i in range(len(solutions))],
+                         [s_.direction for s_ in solutions], [s_.eta for s_ in solutions],
+                         [s_.measurement_mse for s_ in solutions], generator_state)
 
 
 def with_eigen(state: RunState, metric: str, eig_y: EigenResult, eig_x: EigenResult) -> RunState:
@@ -391,11 +552,12 @@ def _correlation_figure(path: Path, first: Direction, eig_y: EigenResult, eig_x:
 
 def write_render(folder: Path, state: RunState, observation: Observation, solutions: list[Solution], rejected: list[dict],
                  pairwise: torch.Tensor, timings: dict, *, tau: float, command: str) -> dict:
-    """``render``'s folder: solutions/*.png, sheet.png, report.json."""
+    """``render``'s folder: solutions/*.png, sheet.png, solutions.npz (and generator_state.pt), report.json."""
     _solution_images(folder, observation, state.image, state.inversion["measurement_mse"], solutions)
     report = {"command": command, "tau": tau, "generator": state.generator, "metric": state.metric, "timings": timings,
               "solutions": _solution_entries(solutions), "rejected_directions": rejected,
-              "pairwise_perceptual_distance": _pairwise_summary(pairwise)}
+              "pairwise_perceptual_distance": _pairwise_summary(pairwise),
+              "latents": _solution_latents(folder, solutions, state.generator_state)}
     write_json_atomic(folder / "report.json", report)
     return report
 
@@ -413,17 +575,21 @@ def _sheet_title(settings: dict, observation: Observation, generator: str) -> st
 
 
 def _solution_images(folder: Path, observation: Observation, first_image: torch.Tensor, first_mse: float,
-                     solutions: list[Solution] | tuple[Solution, ...], *, title: str | None = None) -> None:
-    """observation.png, first_solution.png, solutions/*.png (each at its own resolution) and the contact sheet.
+                     solutions: list[Solution] | tuple[Solution, ...], *, title: str | None = None,
+                     quiet: bool | None = None) -> None:
+    """observation.png, first_solution.png, solutions/*.png (each at the generator's resolution) and the contact sheet.
 
     The sheet shows observation | ground truth (when known) | first solution | spread (per-pixel
-    standard deviation over the solutions, :func:`~hvp_explore.io.figures.spread_image`) | solutions.
+    standard deviation over all the solutions, :func:`~hvp_explore.io.figures.spread_image`) | the
+    first :data:`SHEET_SOLUTIONS` solutions. The PNGs are written one by one, with a progress bar.
     """
     first_image = first_image.reshape(first_image.shape[-3:])
     save_image(observation.display, folder / "observation.png")
     save_image(first_image, folder / "first_solution.png")
-    for i, s in enumerate(solutions):
-        save_image(s.image, folder / f"solutions/{i + 1:03d}.png")
+    with progress_bar("writing solutions", len(solutions), quiet=quiet) as bar:
+        for i, s in enumerate(solutions):
+            save_image(s.image, folder / f"solutions/{i + 1:03d}.png")
+            bar.advance()
     images, labels = [observation.display], ["observation"]
     if observation.clean is not None:
         images.append(observation.clean)
@@ -434,7 +600,9 @@ def _solution_images(folder: Path, observation: Observation, first_image: torch.
         tile, largest = spread_image([s.image for s in solutions])
         images.append(tile)
         labels.append(f"spread (std)\nmax {largest:.2f}")
-    for s in solutions:
+    for s in solutions[:SHEET_SOLUTIONS]:
         images.append(s.image)
         labels.append(f"{s.direction}  eta {s.eta:+.1f}\nMSE {s.measurement_mse:.1e}")
+    if len(solutions) > SHEET_SOLUTIONS:
+        title = (title + "\n" if title else "") + f"the first {SHEET_SOLUTIONS} of {len(solutions)} solutions (all in solutions/)"
     contact_sheet(images, labels, folder / "sheet.png", title=title)

@@ -33,7 +33,9 @@ def summary_table(
     """A ``rich.table.Table`` of ``rows`` for the end-of-run summary.
 
     Numbers are shown with 4 significant digits (``3.1e-05``, ``8.2``), booleans as yes/no, missing
-    entries and ``None`` as ``-``; columns holding only numbers are right-aligned. Cell text is
+    entries and ``None`` as ``-``; columns holding only numbers are right-aligned. A cell too wide
+    for the console wraps (never an ellipsis); printed with ``hvp_explore.cli._common.print_table``, a
+    table that is not shown on a terminal keeps its natural width. Cell text is
     literal (no rich markup), so file names with brackets show as they are.
 
     Args:
@@ -61,7 +63,8 @@ def summary_table(
     for j, header in enumerate(headers):
         present = [row[j] for row, raw in zip(cells, rows) if raw.get(keys[j]) is not None]
         numeric = bool(present) and all(is_number for _, is_number in present)
-        table.add_column(Text(header), justify="right" if numeric else "left")
+        # fold, never an ellipsis: a narrow terminal wraps a value onto more lines instead of cutting it
+        table.add_column(Text(header), justify="right" if numeric else "left", overflow="fold")
     for row in cells:
         table.add_row(*(Text(text) for text, _ in row))
     return table
