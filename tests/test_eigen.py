@@ -150,6 +150,10 @@ def test_auto_with_measured_costs_chooses_the_block_size():
     per_vector = ProductCost(single=1.0, pair=2.0, block=8.0, size=8)  # cost proportional to the vectors: fewest products
     assert choose_solver(op, 20, cost=per_call)[0] == "block-krylov:24"
     assert choose_solver(op, 20, cost=per_vector)[0] == "block-krylov:1"
+    # the solver's own work per iteration, paid once per call, pushes the same product cost to larger blocks:
+    # 35 iterations of b = 1 cost 35 * (1 + 10) = 385 against 8 * (8 + 10) = 144 for b = 8
+    overhead = ProductCost(single=1.0, pair=2.0, block=8.0, size=8, iteration=10.0)
+    assert int(choose_solver(op, 20, cost=overhead)[0].split(":")[1]) >= 8
     assert krylov_products(20, 1) == 35 and krylov_products(20, 20) == pytest.approx(100)
     # a memory limit of 4 vectors per call makes a block of 8 cost two calls
     assert ProductCost(single=1.0, pair=1.0, block=1.0, size=8, limit=4).seconds(8) == 2.0

@@ -93,7 +93,8 @@ class ProductCost:
     A single vector may take another route than a block (the Gauss-Newton operator's double vjp), so
     it is its own measurement; a batched call of ``b >= 2`` products is modelled by the line through
     the pair and the block: a fixed cost per call (the forward pass at z0, dispatch) plus a cost per
-    vector.
+    vector. ``iteration`` is the solver's own linear algebra per block Krylov iteration (Rayleigh-Ritz
+    and orthogonalisation on a basis of typical width), which many small blocks pay many times.
     """
 
     single: float
@@ -101,6 +102,7 @@ class ProductCost:
     block: float
     size: int
     limit: int | None = None
+    iteration: float = 0.0
 
     def seconds(self, b: int) -> float:
         """Predicted seconds of ``b`` products, split into calls of at most ``limit`` (the memory budget)."""
@@ -118,9 +120,10 @@ class ProductCost:
 _COSTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _probe(op: CurvatureOperator, *, size: int, seed: int) -> tuple[ProductCost, torch.Tensor, torch.Tensor]:
-    """Time a product, a pair and a block of ``size`` (after an untimed warm product); return the cost and the
-    ``3 + size`` probe vectors with their products (float64), which block Krylov reuses as its start."""
+def _probe(op: CurvatureOperator, *, size: int, seed: int, basis: int = 64) -> tuple[ProductCost, torch.Tensor, torch.Tensor]:
+    """Time a product, a pair and a block of ``size`` (after an untimed warm product), and one solver iteration on a
+    basis of ``basis`` columns; return the cost and the ``3 + size`` probe vectors with their products (float64),
+    which block Krylov reuses as its start."""
     n = op.shape[0]
     size = max(3, min(size, n - 3)) if n > 5 else 2
     g = torch.Generator().manual_seed(seed)
@@ -132,8 +135,28 @@ def _probe(op: CurvatureOperator, *, size: int, seed: int) -> tuple[ProductCost,
         seconds.append(time.perf_counter() - t0)
     block = V.shape[1] - 4
     cost = ProductCost(single=seconds[1], pair=seconds[2], block=seconds[3] if block >= 3 else seconds[2],
-                       size=max(block, 3), limit=op.block_size or op.memory_block())
+                       size=max(block, 3), limit=op.block_size or op.memory_block(), iteration=_iteration_seconds(n, basis, op.device))
     return cost, V.to(op.device), torch.cat(parts, dim=1)
+
+
+def _iteration_seconds(n: int, width: int, device: torch.device) -> float:
+    """Seconds of one block Krylov iteration's own work on a basis of ``width`` columns (no product):
+    the projected matrix, its eigendecomposition, the Ritz residuals and the orthogonalisation of a new block."""
+    width = max(2, min(width, n))
+    g = torch.Generator().manual_seed(0)
+    Q = torch.linalg.qr(torch.randn(n, width, generator=g, dtype=torch.float64))[0].to(device)
+    HQ = Q * torch.linspace(1.0, 2.0, width, dtype=torch.float64, device=device)
+    best = math.inf
+    for _ in range(2):  # the smaller of two: the first may pay for allocation
+        t0 = time.perf_counter()
+        T = Q.T @ HQ
+        theta, S = torch.linalg.eigh(0.5 * (T + T.T))
+        R = HQ @ S - (Q @ S) * theta
+        new = R[:, : min(8, width)]
+        new = new - Q @ (Q.T @ new)
+        torch.linalg.qr(new)
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def measure_cost(op: CurvatureOperator, *, size: int = 8, seed: int = 0) -> ProductCost:
@@ -221,7 +244,8 @@ def choose_solver(op: CurvatureOperator, k: int, *, oversample: int | None = Non
     With a measured ``cost`` (:func:`measure_cost`) the candidates are compared in predicted seconds:
     ``dense`` (n products in batches), ``jacobian`` (min(m, n) rows or columns, half a product each,
     in batches) and block Krylov with each block size of :data:`BLOCK_SIZES` up to ``k + oversample``
-    (:func:`krylov_products` products in calls of ``b``); the reason names the block, e.g.
+    (:func:`krylov_products` products in calls of ``b``, each call plus one iteration of the solver's own
+    linear algebra, ``cost.iteration``); the reason names the block, e.g.
     ``"block-krylov:8"``. Without it, a static model in units of one vector-Jacobian product.
     """
     n = op.shape[0]
@@ -240,7 +264,7 @@ def choose_solver(op: CurvatureOperator, k: int, *, oversample: int | None = Non
     for b in BLOCK_SIZES:
         if b <= max(p, 2):
             products = krylov_products(k, b)
-            costs[f"block-krylov:{b}"] = math.ceil(products / b) * cost.seconds(b)
+            costs[f"block-krylov:{b}"] = math.ceil(products / b) * (cost.seconds(b) + cost.iteration)
     choice = min(costs, key=costs.get)
     reason = ", ".join(f"{name} ~{c * 1e3:.3g} ms" for name, c in sorted(costs.items(), key=lambda kv: kv[1])[:4])
     return choice, (f"measured {cost.single * 1e3:.3g} ms per product, {cost.pair * 1e3:.3g} ms per pair, "
@@ -328,7 +352,7 @@ def top_eigenpairs(op: CurvatureOperator, k: int, *, solver: str = DEFAULT_SOLVE
         if op in _COSTS:
             cost = _COSTS[op]
         else:  # the probe's products are not wasted: block Krylov starts from them
-            cost, *start = _probe(op, size=8, seed=seed)
+            cost, *start = _probe(op, size=8, seed=seed, basis=int(krylov_products(k, 8)))
             _COSTS[op] = cost
         solver, info["auto"] = choose_solver(op, k, oversample=oversample, cost=cost)
         if solver.startswith("block-krylov:"):
