@@ -160,7 +160,6 @@ class Case:
         clean: Ground-truth image (1, C, H, W), or None.
         metric: Perceptual metric of the run.
         metric_name: Its description.
-        known_latent: A latent whose image is the ground truth (generator samples), else None.
         notes: Facts about the case for the report.
     """
 
@@ -173,7 +172,6 @@ class Case:
     clean: torch.Tensor | None
     metric: Callable
     metric_name: str
-    known_latent: torch.Tensor | None = None
     notes: tuple[str, ...] = ()
 
 
@@ -252,7 +250,7 @@ def biggan_cases(*, samples: int = 1, seed: int = 0, small: bool = False) -> lis
                  "metric: LPIPS-squeeze in residual form with a random trunk (pnet_rand=True) and the lpips package's "
                  "linear weights")
         cases.append(Case("biggan", "sr", f"sample{i}", G, forward, y, clean, metric, "lpips-squeeze (random trunk)",
-                          known_latent=z_true, notes=notes))
+                          notes=notes))  # the sample's latent is not kept: no method may start from it
     return cases
 
 

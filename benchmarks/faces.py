@@ -112,14 +112,15 @@ def case_study(name: str, clean: torch.Tensor, problem: str, G, metric, *, seed:
     # e-GLASS end to end, as `hvp-explore explore` runs it
     res = explore(G, forward, y, metric=metric, num_solutions=10, seed=seed, quiet=True)
     inv, Gu, z0 = res.inversion, res.inversion.generator, res.inversion.latent
-    images = torch.stack([s.image for s in res.solutions])
+    # no solution at all when no direction had a feasible step (an infeasible first solution)
+    images = torch.stack([s.image for s in res.solutions]) if res.solutions else clean.new_zeros(0, *clean.shape)
     pair_mean, pair_min = pairwise_summary(res.pairwise)
     row.update(eglass_s=res.timings["total"], inversion_s=inv.seconds, fine_tuned=inv.fine_tuned, first_mse=res.first_mse,
                first_gt_mse=float(((res.first_image - clean) / 2).pow(2).mean()),
                eglass_feasible=sum(s.feasible for s in res.solutions), eglass_returned=len(res.solutions),
                eglass_pair_mean=pair_mean, eglass_pair_min=pair_min, eglass_pixel_pair=mean_pixel_difference(images),
                eglass_gt_mse=float(((images - clean) / 2).pow(2).mean()),
-               eglass_gt_perc=float(metric(images, clean[None]).mean()), k_y=res.settings["k_y"])
+               eglass_gt_perc=float(metric(images, clean[None]).mean()) if images.shape[0] else float("nan"), k_y=res.settings["k_y"])
     # PULSE on the same generator
     p = pulse(Gu, forward, y, 10, seed=seed, quiet=True)
     with torch.no_grad():

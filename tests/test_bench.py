@@ -44,7 +44,7 @@ def tiny_case() -> Case:
     z_true = torch.randn(24, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     with torch.no_grad():
         clean = G(z_true[None])
-    return Case("tiny", "sr", "tiny0", G, forward, forward(clean), clean, PixelMetric(), "pixel", known_latent=z_true)
+    return Case("tiny", "sr", "tiny0", G, forward, forward(clean), clean, PixelMetric(), "pixel")
 
 
 # --- pure arithmetic ----------------------------------------------------------------------------------

@@ -218,11 +218,11 @@ def test_gauss_newton_refinement_takes_over_once_csgm_is_feasible(mlp_generator)
     assert min(gn.loss_history[: gn.steps_run]) >= TAU > gn.loss_history[gn.steps_run]
     with torch.no_grad():
         assert gn.measurement_mse == pytest.approx(float(measurement_mse(forward, mlp_generator(gn.latent[None]), y)[0]), rel=1e-10)
-    # more measurements than latent dimensions (the identity on 4 x 4 images: m = 16 > n = 8): used, since n <= 256
+    # more measurements than latent dimensions (the identity on 4 x 4 images: m = 16 > n = 8): used, since n <= 128
     denoise = invert(mlp_generator, lambda x: x, mlp_generator(torch.ones(1, 8, dtype=torch.float64)).detach(), steps=5,
                      quiet=True)
     assert "gauss_newton" in denoise.timings and denoise.gauss_newton_steps >= 1
-    # ... but not with m > n and a latent longer than GAUSS_NEWTON_MAX_LATENT = 256
+    # ... but not with m > n and a latent longer than GAUSS_NEWTON_MAX_LATENT = 128
     W = torch.randn(400, 300, generator=torch.Generator().manual_seed(0), dtype=torch.float64) / 300**0.5
     big = lambda z: torch.tanh(z @ W.T).reshape(-1, 1, 20, 20)  # noqa: E731
     target = big(torch.randn(1, 300, generator=torch.Generator().manual_seed(1), dtype=torch.float64))

@@ -39,8 +39,13 @@ DEFAULT_STOP_FACTOR = 0.25
 DEFAULT_GAUSS_NEWTON_TRIALS = 10
 #: With the Gauss-Newton finish, CSGM hands over at its first feasible iterate or after this many steps.
 DEFAULT_HANDOVER = 50
-#: ``gauss_newton="auto"`` also refines when m > n if the latent has at most this many dimensions.
-GAUSS_NEWTON_MAX_LATENT = 256
+#: ``gauss_newton="auto"`` also refines when m > n if the latent has at most this many dimensions (the
+#: 100-d face generator: yes; BigGAN-deep-128's 256: no, 256 Jacobian-vector products through it cost
+#: more than its whole CSGM budget, 287 s against 23 s in benchmarks/solutions.py).
+GAUSS_NEWTON_MAX_LATENT = 128
+#: Levenberg-Marquardt forms the exact Jacobian when min(m, n) is at most this; conjugate gradients on
+#: Gauss-Newton products otherwise.
+GAUSS_NEWTON_EXACT_MAX = 256
 DEFAULT_IAGAN_STEPS = 300
 DEFAULT_IAGAN_LR_Z = 1e-4
 #: IAGAN's learning rate of the generator's parameters (Abu Hussein et al. 2020), for generators that declare none.

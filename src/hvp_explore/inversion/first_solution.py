@@ -59,6 +59,7 @@ from hvp_explore.settings import (
     DEFAULT_SWITCH,
     DEFAULT_TAU,
     DEFAULT_TRUNCATION,
+    GAUSS_NEWTON_EXACT_MAX,
     GAUSS_NEWTON_MAX_LATENT,
 )
 
@@ -250,7 +251,7 @@ def invert(
         t0 = time.perf_counter()
         with frozen_modules(generator, forward):
             # the exact Jacobian when it is short on one side, conjugate gradients on Gauss-Newton products otherwise
-            solve = "exact" if min(y[0].numel(), n) <= GAUSS_NEWTON_MAX_LATENT else "cg"
+            solve = "exact" if min(y[0].numel(), n) <= GAUSS_NEWTON_EXACT_MAX else "cg"
             latent, best_mse, gn_history, accepted = levenberg_marquardt(generator, forward, y, latent, target=tau * stop_factor,
                                                                          trials=gauss_newton_trials, prior=prior,
                                                                          truncation=truncation, solve=solve)
