@@ -47,6 +47,7 @@ from hvp_explore.generators import load_generator  # noqa: E402
 from hvp_explore.inversion import invert  # noqa: E402
 from hvp_explore.io.figures import contact_sheet, plot_correlation, plot_spectra  # noqa: E402
 from hvp_explore.problems import Inpainting, SuperResolution, observe  # noqa: E402
+from hvp_explore.settings import DEFAULT_TAU, DELIVERY_MARGIN  # noqa: E402
 
 FIGURES = ROOT / "docs" / "figures"
 RESULTS_DOC = ROOT / "docs" / "results.md"
@@ -201,6 +202,10 @@ def k_y_sweep(*, samples: int, test_images: int, ns=(10, 100), seed: int) -> tup
     for case in cases:
         inv = invert(case.generator, case.forward, case.y, seed=seed, quiet=True)
         n = inv.latent.numel()
+        # a first solution at tau leaves no room for a step: no solutions at any k_y, nothing to compare
+        if inv.measurement_mse > DEFAULT_TAU * (1 - DELIVERY_MARGIN):
+            print(f"k_y sweep: {case.name} left out: its first solution is at {inv.measurement_mse / DEFAULT_TAU:.3f} tau", flush=True)
+            continue
         for k_y in sorted({max(1, round(n / f)) for f in K_Y_FRACTIONS}):
             for N in ns:
                 res = explore(case.generator, case.forward, case.y, metric=case.metric, num_solutions=N, k_y=k_y, inversion=inv,
