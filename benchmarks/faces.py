@@ -50,8 +50,8 @@ from exploration import changes, min_pixel_difference  # noqa: E402
 from hvp_explore import ConvergenceWarning, load_image, load_metric, measurement_hessian, measurement_mse  # noqa: E402
 from hvp_explore import perceptual_hessian, top_eigenpairs  # noqa: E402
 from hvp_explore.data import photo_path  # noqa: E402
-from hvp_explore.exploration import explore, make_directions, pairwise_distances, render_solutions  # noqa: E402
-from hvp_explore.exploration.explorer import step_caps  # noqa: E402
+from hvp_explore.exploration import explore, make_directions, pairwise_distances  # noqa: E402
+from hvp_explore.exploration.explorer import capped_solutions  # noqa: E402
 from hvp_explore.settings import DEFAULT_K  # noqa: E402
 from hvp_explore.generators import load_generator  # noqa: E402
 from hvp_explore.io.images import crop_resize, quantize  # noqa: E402
@@ -148,11 +148,10 @@ def case_study(name: str, clean: torch.Tensor, problem: str, G, metric, *, seed:
     for mode, ds in dirs.items():
         meas, perc = changes(Gu, forward, metric, z0, stack(ds), eta_probe)
         row[f"meas_{mode}"], row[f"perc_{mode}"] = float(meas.mean()), float(perc.mean())
-        # the caps explore() used: geometric per direction unless a fixed eta_max was given
+        # capped as explore() caps them: geometric per direction unless a fixed eta_max was given
         fixed = res.settings["eta_max"]
-        caps, _ = step_caps(Gu, metric, z0, ds, H_X, eta_max=None if fixed == "geometric" else fixed, seed=seed)
-        sols, _, pairwise, _ = render_solutions(Gu, forward, y, z0, res.first_image, ds, metric=metric, num_solutions=10, tau=TAU,
-                                                eta_max=caps)
+        sols, _, pairwise, *_ = capped_solutions(Gu, forward, y, z0, res.first_image, ds, metric=metric, H_X=H_X, num_solutions=10,
+                                                 tau=TAU, eta_max=None if fixed == "geometric" else fixed, seed=seed)
         imgs = torch.stack([s.image for s in sols])
         mean_pw, min_pw = pairwise_summary(pairwise)
         row.update({f"{mode}_perc_per_meas_step": statistics.fmean(

@@ -82,7 +82,7 @@ from hvp_explore.settings import (
     flag_of,
 )
 
-__all__ = ["Solution", "ExplorationResult", "render_solutions", "EigenStage", "eigenpairs", "explore", "Explorer", "step_caps",
+__all__ = ["Solution", "ExplorationResult", "render_solutions", "EigenStage", "eigenpairs", "explore", "Explorer", "step_caps", "capped_solutions",
            "numerical_rank_part", "walk_and_select", "farthest_first"]
 
 
@@ -317,6 +317,24 @@ def step_caps(generator: Callable, metric: Callable, z0: torch.Tensor, direction
     return geometric_eta_max(curvatures, budget), budget
 
 
+def capped_solutions(generator: Callable, forward: Callable, y: torch.Tensor, z0: torch.Tensor, first_image: torch.Tensor,
+                     directions: list[Direction], *, metric: Callable, H_X: CurvatureOperator | None, num_solutions: int,
+                     tau: float = DEFAULT_TAU, eta_max: float | None = None, seed: int = 0, chunk: int | None = None):
+    """:func:`step_caps`, then :func:`render_solutions` under those caps; the caps' time counts in the ``steps`` stage.
+
+    Returns:
+        ``(solutions, rejected, pairwise, timings, caps, budget)``: :func:`render_solutions`'s four, then
+        :func:`step_caps`'s two.
+    """
+    t0 = time.perf_counter()
+    caps, budget = step_caps(generator, metric, z0, directions, H_X, eta_max=eta_max, seed=seed)
+    caps_seconds = time.perf_counter() - t0
+    solutions, rejected, pairwise, timings = render_solutions(generator, forward, y, z0, first_image, directions, metric=metric,
+                                                              num_solutions=num_solutions, tau=tau, eta_max=caps, chunk=chunk)
+    timings["steps"] += caps_seconds
+    return solutions, rejected, pairwise, timings, caps, budget
+
+
 def numerical_rank_part(result: EigenResult, rtol: float = H_Y_RANK_RTOL) -> EigenResult:
     """The pairs of ``result`` whose eigenvalue exceeds ``rtol`` times the largest (``info["numerical_rank"]`` says how many).
 
@@ -454,17 +472,13 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
                                              eps=eps, tol=tol, seed=seed)
         timings["directions"] = time.perf_counter() - t0
         bar.advance(status="feasible steps")
-        t0 = time.perf_counter()
-        caps, budget = step_caps(G, metric, z0, directions, H_X, eta_max=eta_max, seed=seed)
         with torch.no_grad():
             first_image = quantize(inversion.image.reshape(1, *inversion.image.shape[-3:]))
             first_mse = float(measurement_mse(forward, first_image, y)[0])
-        caps_seconds = time.perf_counter() - t0
-        solutions, rejected, pairwise, stage_times = render_solutions(G, forward, y, z0, first_image, directions,
-                                                                      metric=metric, num_solutions=num_solutions, tau=tau,
-                                                                      eta_max=caps, chunk=batch)
+        solutions, rejected, pairwise, stage_times, caps, budget = capped_solutions(
+            G, forward, y, z0, first_image, directions, metric=metric, H_X=H_X, num_solutions=num_solutions, tau=tau,
+            eta_max=eta_max, seed=seed, chunk=batch)
         timings.update(stage_times)
-        timings["steps"] += caps_seconds
         walk = None
         if walk_steps and solutions:
             bar.advance(0, status="feasible walks")
@@ -599,14 +613,10 @@ class Explorer:
         """
         z0 = as_latent(z0).to(self.device)
         num = settings.solutions if settings.solutions is not None else 2 * len(directions)
-        t0 = time.perf_counter()
         H_X = perceptual_hessian(self.generator, self.metric, z0) if settings.eta_max is None else None
-        caps, _ = step_caps(self.generator, self.metric, z0, directions, H_X, eta_max=settings.eta_max, seed=seed)
-        caps_seconds = time.perf_counter() - t0
-        solutions, rejected, pairwise, timings = render_solutions(
-            self.generator, observation.forward.to(self.device), observation.y.to(self.device), z0, first_image.to(self.device),
-            directions, metric=self.metric, num_solutions=num, tau=settings.tau, eta_max=caps)
-        return solutions, rejected, pairwise, {**timings, "steps": timings["steps"] + caps_seconds}
+        return capped_solutions(self.generator, observation.forward.to(self.device), observation.y.to(self.device), z0,
+                                first_image.to(self.device), directions, metric=self.metric, H_X=H_X, num_solutions=num,
+                                tau=settings.tau, eta_max=settings.eta_max, seed=seed)[:4]
 
     def explore(self, observation: Observation, *, inversion: InversionSettings = InversionSettings(),
                 eigen: EigenSettings = EigenSettings(), directions: DirectionSettings = DirectionSettings(),

@@ -38,10 +38,10 @@ from dataclasses import dataclass
 import torch
 from torch.func import vjp
 
+from hvp_explore.inversion.gauss_newton import measurement_jacobian, measurement_residual
 from hvp_explore.io._progress import progress_bar
 from hvp_explore.io.images import quantize
 from hvp_explore.operators.base import frozen_modules
-from hvp_explore.operators.curvature import measurement_hessian
 from hvp_explore.problems import measurement_mse
 from hvp_explore.settings import DEFAULT_TAU, DELIVERY_MARGIN
 
@@ -92,11 +92,6 @@ class WalkResult:
     stuck: int
     products: dict
     seconds: float
-
-
-def _jacobian(generator: Callable, forward: Callable, z: torch.Tensor) -> torch.Tensor:
-    """The exact Jacobian of the measurements at ``z``, (m, n), float64 (min(m, n) batched products)."""
-    return measurement_hessian(generator, forward, z).jacobian().to(torch.float64)
 
 
 def _repulsion_gradients(generator: Callable, metric, Z: torch.Tensor, features: torch.Tensor,
@@ -174,7 +169,7 @@ def feasible_walks(generator: Callable, forward: Callable, y: torch.Tensor, star
             products["gradients"] += W
             moved = []
             for w in range(W):
-                J = _jacobian(generator, forward, Z[w])
+                J = measurement_jacobian(generator, forward, Z[w])
                 products["jacobian"] += min(J.shape)
                 point = _step(generator, forward, y, Z[w], J, G[w], m=m, tau=tau, target=target, overshoot=overshoot,
                               eps_rel=eps_rel, pull_back=pull_back, max_step=max_step, products=products)
@@ -216,8 +211,7 @@ def _step(generator, forward, y, z, J, g, *, m, tau, target, overshoot, eps_rel,
     for halvings in range(4):
         trial = z.to(torch.float64) + eta * delta
         for _ in range(pull_back + 1):
-            with torch.no_grad():
-                r = (forward(generator(trial.to(z.dtype)[None])) - y).reshape(-1).to(torch.float64)
+            r = measurement_residual(generator, forward, y, trial.to(z.dtype))
             products["forward"] += 1
             mse = float(r.pow(2).mean() / 4)
             if mse <= target:

@@ -8,7 +8,7 @@ from hvp_explore.inversion.priors import project_latents
 from hvp_explore.operators.curvature import measurement_hessian
 from hvp_explore.problems import measurement_mse
 
-__all__ = ["levenberg_marquardt", "conjugate_gradient"]
+__all__ = ["levenberg_marquardt", "conjugate_gradient", "measurement_residual", "measurement_jacobian"]
 
 
 def _gradient(generator, forward, y, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -17,6 +17,17 @@ def _gradient(generator, forward, y, z: torch.Tensor) -> tuple[torch.Tensor, tor
     r = (forward(generator(zg[None])) - y).reshape(-1)
     (g,) = torch.autograd.grad(0.5 * r.pow(2).sum(), zg)
     return g.detach().to(torch.float64), r.detach().to(torch.float64)
+
+
+def measurement_residual(generator, forward, y, z: torch.Tensor) -> torch.Tensor:
+    """:math:`r = A G(z) - y` at one latent ``z``, flattened, float64 (no graph)."""
+    with torch.no_grad():
+        return (forward(generator(z[None])) - y).reshape(-1).to(torch.float64)
+
+
+def measurement_jacobian(generator, forward, z: torch.Tensor) -> torch.Tensor:
+    r"""The exact Jacobian :math:`J = \partial (A G(z)) / \partial z` (m, n), float64, from min(m, n) batched products."""
+    return measurement_hessian(generator, forward, z).jacobian().to(torch.float64)
 
 
 def conjugate_gradient(matvec, b: torch.Tensor, *, shift: float, iterations: int, rtol: float = 0.1) -> tuple[torch.Tensor, int]:
@@ -48,9 +59,7 @@ def conjugate_gradient(matvec, b: torch.Tensor, *, shift: float, iterations: int
 
 def _exact(generator, forward, y, z: torch.Tensor):
     """The damped step from the exact Jacobian, in whichever of its two forms is smaller (see :func:`levenberg_marquardt`)."""
-    J = measurement_hessian(generator, forward, z).jacobian().to(torch.float64)
-    with torch.no_grad():
-        r = (forward(generator(z[None])) - y).reshape(-1).to(torch.float64)
+    J, r = measurement_jacobian(generator, forward, z), measurement_residual(generator, forward, y, z)
     tall = J.shape[0] > J.shape[1]
     gram = J.T @ J if tall else J @ J.T
     scale = float(gram.diagonal().mean())
