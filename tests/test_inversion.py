@@ -192,6 +192,64 @@ def test_levenberg_marquardt_with_more_measurements_than_latents_reaches_the_lea
     assert mse < target * 1e4 and accepted >= 1 and history == sorted(history, reverse=True)
 
 
+def test_broyden_update_is_the_smallest_correction_that_meets_the_secant_condition():
+    # J+ = J + (dr - J d) d^T / d^T d: J+ d = dr exactly, and J+ v = J v for every v orthogonal to d.
+    from hvp_explore.inversion.gauss_newton import _ExactStep
+
+    g = torch.Generator().manual_seed(8)
+    J, r, r_new = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((6, 4), (6,), (6,)))
+    d = torch.randn(4, generator=g, dtype=torch.float64)
+    step = _ExactStep(J.clone(), r)
+    step.update(d, r_new)
+    torch.testing.assert_close(step.J @ d, r_new - r, rtol=1e-12, atol=1e-12)
+    v = torch.randn(4, generator=g, dtype=torch.float64)
+    v = v - (v @ d) / (d @ d) * d
+    torch.testing.assert_close(step.J @ v, J @ v, rtol=1e-12, atol=1e-12)
+    assert not step.fresh and torch.equal(step.r, r_new)
+
+
+@pytest.mark.parametrize("shape", [(4, 1, 8, 8), (16, 1, 2, 2)], ids=["m>n", "m<n"])
+def test_broyden_levenberg_marquardt_reaches_the_target_with_fewer_jacobians(monkeypatch, shape):
+    # A nonlinear generator (tanh of an affine map), observed at one of its own images: both variants reach
+    # the target; the secant updates replace Jacobians, so Broyden's forms at most as many (and fewer here).
+    from hvp_explore.inversion import gauss_newton
+
+    g = torch.Generator().manual_seed(9)
+    n, pixels = shape[0], shape[2] * shape[3]
+    W = torch.randn(pixels, n, generator=g, dtype=torch.float64) / n**0.5
+
+    def G(z):
+        return torch.tanh(z @ W.T).reshape(-1, 1, shape[2], shape[3])
+
+    forward = AreaDown2() if shape[2] == 8 else (lambda x: x)  # m = 16 > n = 4, or m = 4 < n = 16
+    z_true = torch.randn(n, generator=g, dtype=torch.float64)
+    y = forward(G(z_true[None]))
+    start = z_true + 0.3 * torch.randn(n, generator=g, dtype=torch.float64)
+    calls = []
+    real = gauss_newton.measurement_jacobian
+    monkeypatch.setattr(gauss_newton, "measurement_jacobian", lambda *a: calls.append(1) or real(*a))
+    results = {}
+    for broyden in (False, True):
+        calls.clear()
+        z, mse, history, accepted = gauss_newton.levenberg_marquardt(G, forward, y, start, target=1e-16, trials=40, prior="normal",
+                                                                     truncation=1.0, broyden=broyden)
+        results[broyden] = (mse, len(calls), accepted)
+        assert mse < 1e-16 and history == sorted(history, reverse=True)
+    assert results[True][1] < results[False][1]
+
+
+def test_a_feasible_stalled_refinement_resumes_csgm_for_at_most_handover_steps(mlp_generator, monkeypatch):
+    # Levenberg-Marquardt replaced by one that returns its feasible start unchanged (a stall above the
+    # margin): CSGM resumes for `handover` more steps, not for every step left (a polish, not a search).
+    from hvp_explore.inversion import first_solution
+
+    forward, y = _problem(mlp_generator)
+    monkeypatch.setattr(first_solution, "levenberg_marquardt", lambda G, A, y, z, **_: (z, float(measurement_mse(A, G(z[None]), y)[0]), [], 0))
+    stalled = invert(mlp_generator, forward, y, seed=3, restarts=4, steps=300, handover=7, stop_factor=1e-9, iagan=False, quiet=True)
+    first_feasible = next(i for i, v in enumerate(stalled.loss_history) if v < TAU)
+    assert stalled.measurement_mse < TAU and stalled.steps_run == first_feasible + 7
+
+
 def test_conjugate_gradient_solves_the_shifted_system():
     from hvp_explore.inversion.gauss_newton import conjugate_gradient
 
@@ -222,12 +280,17 @@ def test_gauss_newton_refinement_takes_over_once_csgm_is_feasible(mlp_generator)
     denoise = invert(mlp_generator, lambda x: x, mlp_generator(torch.ones(1, 8, dtype=torch.float64)).detach(), steps=5,
                      quiet=True)
     assert "gauss_newton" in denoise.timings and denoise.gauss_newton_steps >= 1
-    # ... but not with m > n and a latent longer than GAUSS_NEWTON_MAX_LATENT = 128
+    # min(m, n) = 300 > GAUSS_NEWTON_EXACT_MAX: the matrix-free route, only when its worst case (10 trials x 22
+    # products) fits in CSGM's budget of restarts x steps single-latent passes: not in 8 x 3 = 24 ...
     W = torch.randn(400, 300, generator=torch.Generator().manual_seed(0), dtype=torch.float64) / 300**0.5
     big = lambda z: torch.tanh(z @ W.T).reshape(-1, 1, 20, 20)  # noqa: E731
     target = big(torch.randn(1, 300, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
     wide = invert(big, lambda x: x, target, steps=3, latent_dim=300, iagan=False, quiet=True)
     assert "gauss_newton" not in wide.timings and wide.gauss_newton_steps == 0
+    # ... but in 8 x 30 = 240, where it takes the inversion below the margin that CSGM alone misses
+    alone = invert(big, lambda x: x, target, steps=30, latent_dim=300, iagan=False, gauss_newton=False, quiet=True)
+    refined = invert(big, lambda x: x, target, steps=30, latent_dim=300, iagan=False, quiet=True)
+    assert refined.gauss_newton_steps >= 1 and refined.measurement_mse < TAU * 0.25 < alone.measurement_mse
     with pytest.raises(ValueError, match="gauss_newton must be"):
         invert(mlp_generator, forward, y, gauss_newton="yes", quiet=True)
 

@@ -141,6 +141,27 @@ def test_geometric_caps_are_where_the_quadratic_model_reaches_the_budget():
     assert none is None and torch.equal(fixed, torch.full((3,), 2.5, dtype=F64))
 
 
+@pytest.mark.parametrize("rank", [4, 12])
+def test_direction_curvatures_take_one_product_per_dimension_of_their_span(rank):
+    # 12 directions in a span of `rank` dimensions (combinations, as beyond 2K solutions): the curvatures
+    # d^T H d match the dense ones, from `rank` products (12 when they are independent).
+    from conftest import MatrixOperator, spectrum_matrix
+
+    from hvp_explore.exploration.explorer import direction_curvatures
+
+    g = torch.Generator().manual_seed(6)
+    M = spectrum_matrix(torch.logspace(1, -4, 20, dtype=F64), seed=3)
+    H = MatrixOperator.make(M)
+    products = []
+    real = H._matmat
+    H._matmat = lambda V: products.append(V.shape[1]) or real(V)
+    D = torch.randn(20, rank, generator=g, dtype=F64) @ torch.randn(rank, 12, generator=g, dtype=F64)
+    D = D / D.norm(dim=0)
+    curvatures = direction_curvatures(H, D)
+    torch.testing.assert_close(curvatures, torch.einsum("ip,ij,jp->p", D, M, D), rtol=1e-10, atol=1e-12)
+    assert sum(products) == rank
+
+
 def test_h_y_is_cut_at_its_numerical_rank():
     values = torch.tensor([2.0, 1e-3, 1e-5, 1e-9, -1e-12], dtype=F64)  # cut below 1e-6 * 2
     result = EigenResult(values=values, vectors=torch.eye(5, dtype=F64), residuals=torch.zeros(5, dtype=F64),

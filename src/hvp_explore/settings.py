@@ -39,13 +39,14 @@ DEFAULT_STOP_FACTOR = 0.25
 DEFAULT_GAUSS_NEWTON_TRIALS = 10
 #: With the Gauss-Newton finish, CSGM hands over at its first feasible iterate or after this many steps.
 DEFAULT_HANDOVER = 50
-#: ``gauss_newton="auto"`` also refines when m > n if the latent has at most this many dimensions (the
-#: 100-d face generator: yes; BigGAN-deep-128's 256: no, 256 Jacobian-vector products through it cost
-#: more than its whole CSGM budget, 287 s against 23 s in benchmarks/solutions.py).
-GAUSS_NEWTON_MAX_LATENT = 128
-#: Levenberg-Marquardt forms the exact Jacobian when min(m, n) is at most this; conjugate gradients on
-#: Gauss-Newton products otherwise.
-GAUSS_NEWTON_EXACT_MAX = 256
+#: Levenberg-Marquardt forms the exact Jacobian (min(m, n) batched products) when min(m, n) is at most
+#: this: every problem of the 100-d face generator, super-resolution on the default one. Otherwise it
+#: solves each damped step by conjugate gradients on Gauss-Newton products (at most
+#: :data:`GAUSS_NEWTON_CG_ITERATIONS` per trial step): BigGAN-deep-128's 256 Jacobian-vector products
+#: took 287 s against its 23 s CSGM budget in benchmarks/solutions.py.
+GAUSS_NEWTON_EXACT_MAX = 128
+#: Conjugate-gradient products per trial step of the matrix-free Levenberg-Marquardt.
+GAUSS_NEWTON_CG_ITERATIONS = 20
 DEFAULT_IAGAN_STEPS = 300
 DEFAULT_IAGAN_LR_Z = 1e-4
 #: IAGAN's learning rate of the generator's parameters (Abu Hussein et al. 2020), for generators that declare none.
@@ -212,8 +213,8 @@ class InversionSettings(_Settings):
     prior: str = field(default=DEFAULT_PRIOR, metadata=option("Latent prior of the starts and of the projection after each step.",
                                                          choices=PRIORS))
     gauss_newton: str = field(default=DEFAULT_SWITCH, metadata=option(
-        "Finish CSGM with Gauss-Newton steps from its first feasible iterate: 'auto' when m <= n or n <= "
-        f"{GAUSS_NEWTON_MAX_LATENT} (docs/inversion.md).", choices=tuple(SWITCHES)))
+        "Finish CSGM with Gauss-Newton steps from its first feasible iterate: 'auto' when min(m, n) <= "
+        f"{GAUSS_NEWTON_EXACT_MAX} or the matrix-free steps cost at most CSGM's budget (docs/inversion.md).", choices=tuple(SWITCHES)))
     iagan: str = field(default=DEFAULT_SWITCH, metadata=option(
         "Fine-tune the generator jointly with the latent after CSGM (IAGAN): 'auto' only when CSGM stays above --tau.",
         choices=tuple(SWITCHES)))

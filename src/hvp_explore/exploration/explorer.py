@@ -83,7 +83,7 @@ from hvp_explore.settings import (
 )
 
 __all__ = ["Solution", "ExplorationResult", "render_solutions", "EigenStage", "eigenpairs", "explore", "Explorer", "step_caps", "capped_solutions",
-           "numerical_rank_part", "walk_and_select", "farthest_first"]
+           "numerical_rank_part", "walk_and_select", "farthest_first", "direction_curvatures"]
 
 
 @dataclass(frozen=True)
@@ -297,22 +297,44 @@ def walk_and_select(generator: Callable, forward: Callable, y: torch.Tensor, fir
     return walk, selected, distances[chosen][:, chosen]
 
 
+def direction_curvatures(H: CurvatureOperator, D: torch.Tensor, *, rtol: float = 1e-10) -> torch.Tensor:
+    r"""The curvatures :math:`d_i^T H d_i` of the columns of ``D`` (n, P), in as few products as their span needs.
+
+    Beyond 2K solutions the directions are combinations of the K eigenvector directions (and of the top
+    H_Y eigenvectors Algorithm 1 removes), so P of them span only r < P dimensions. With an orthonormal
+    basis Q of that span (the left singular vectors of D above ``rtol`` times the largest singular value),
+    :math:`d_i = Q c_i` and :math:`d_i^T H d_i = c_i^T (Q^T H Q) c_i`: r products instead of P, exact up to
+    the part of each direction outside the span (at most ``rtol`` of the largest singular value).
+    """
+    D = D.to(torch.float64)
+    U, S, _ = torch.linalg.svd(D.cpu(), full_matrices=False)
+    rank = int((S > rtol * S[0]).sum()) if S.numel() else 0
+    if rank >= D.shape[1]:  # independent directions: one product each
+        return (D * H.matmat(D.to(device=H.device, dtype=H.dtype)).to(torch.float64).cpu()).sum(0)
+    Q = U[:, :rank]
+    C = Q.T @ H.matmat(Q.to(device=H.device, dtype=H.dtype)).to(torch.float64).cpu()
+    C = (C + C.T) / 2  # symmetric up to the products' rounding
+    coefficients = Q.T @ D.cpu()
+    return (coefficients * (C @ coefficients)).sum(0)
+
+
 def step_caps(generator: Callable, metric: Callable, z0: torch.Tensor, directions: list[Direction], H_X: CurvatureOperator, *,
               eta_max: float | None = None, seed: int = 0) -> tuple[torch.Tensor, float | None]:
     r"""The largest step along each direction: ``eta_max`` for all, or, when it is None, each direction's geometric cap.
 
     The geometric cap (:func:`~hvp_explore.exploration.steps.geometric_eta_max`) is the step whose
-    perceptual change, to second order (:math:`\eta^2 d^T H_X d`, one batched product per direction),
+    perceptual change, to second order (:math:`\eta^2 d^T H_X d`),
     equals the perceptual distance between the first solution and a random image of the generator
-    (:func:`~hvp_explore.exploration.steps.perceptual_budget`).
+    (:func:`~hvp_explore.exploration.steps.perceptual_budget`). The curvatures take one product per
+    dimension of the directions' span (:func:`direction_curvatures`).
 
     Returns:
         ``(caps, budget)``: (len(directions),) float64 caps and the perceptual budget (None for a given ``eta_max``).
     """
     if eta_max is not None:
         return torch.full((len(directions),), float(eta_max), dtype=torch.float64), None
-    D = torch.stack([d.vector for d in directions], dim=1)
-    curvatures = (D * H_X.matmat(D.to(device=H_X.device, dtype=H_X.dtype)).to(torch.float64).cpu()).sum(0)
+    D = torch.stack([d.vector for d in directions], dim=1).to(torch.float64)
+    curvatures = direction_curvatures(H_X, D)
     budget = perceptual_budget(generator, metric, z0, seed=seed)
     return geometric_eta_max(curvatures, budget), budget
 

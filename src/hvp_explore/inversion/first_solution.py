@@ -13,15 +13,15 @@ of them. The optimisation stops early once the best restart's MSE falls below ``
 well under the feasibility threshold tau, so an exploration around the solution has room to move
 before it leaves the feasible set.
 
-**Gauss-Newton refinement** (when the measurements are no more than the latent dimensions, m <= n:
-super-resolution and compressed sensing on the default generator; or when the latent is short, n <=
-:data:`GAUSS_NEWTON_MAX_LATENT`: every problem of the 100-d face generator):
-CSGM hands over as soon as a restart is feasible (MSE < tau), or after its last step, and
-Levenberg-Marquardt takes the best restart below ``tau * stop_factor``. Its damped step
-:math:`\delta = -(J^T J + \mu s I)^{-1} J^T r` uses the exact Jacobian of the measurements
-(min(m, n) batched vector-Jacobian or Jacobian-vector products, as the ``jacobian`` eigensolver does)
-and converges in a few steps where Adam spends most of its iterations on the last factor of four
-(docs/inversion.md).
+**Gauss-Newton refinement**: CSGM hands over as soon as a restart is feasible (MSE < tau), or after
+``handover`` steps, and Levenberg-Marquardt takes the best restart below ``tau * stop_factor``. Its
+damped step :math:`\delta = -(J^T J + \mu s I)^{-1} J^T r` uses the exact Jacobian of the measurements
+when min(m, n) <= :data:`GAUSS_NEWTON_EXACT_MAX` (min(m, n) batched products, as the ``jacobian``
+eigensolver does; then updated by Broyden's secant formula after each accepted step), and conjugate
+gradients on Gauss-Newton products otherwise; it converges in a few steps where Adam spends most of
+its iterations on the last factor of four (docs/inversion.md). If it stalls above the margin, CSGM
+resumes from its latent: with every step left when it is infeasible, with at most ``handover`` when it
+is feasible already (a polish for room, not a search).
 
 **IAGAN** (Abu Hussein, Tirer, Giryes, AAAI 2020): starting from the CSGM latent, jointly optimise z
 (Adam, lr 1e-4) and all parameters of a deep copy of G (lr 1e-3) on the same loss for 300 steps. The
@@ -59,8 +59,8 @@ from hvp_explore.settings import (
     DEFAULT_SWITCH,
     DEFAULT_TAU,
     DEFAULT_TRUNCATION,
+    GAUSS_NEWTON_CG_ITERATIONS,
     GAUSS_NEWTON_EXACT_MAX,
-    GAUSS_NEWTON_MAX_LATENT,
 )
 
 __all__ = ["InversionResult", "invert"]
@@ -162,11 +162,12 @@ def invert(
         tau: Feasibility threshold on the measurement MSE (SPEC: 2e-3).
         stop_factor: The inversion stops once the best MSE is below ``tau * stop_factor``; in [0, 1].
         gauss_newton: Refine with Levenberg-Marquardt once CSGM is feasible (or has used its steps):
-            ``True``, ``False``, or ``"auto"`` (when m <= n, so that the exact Jacobian costs m <= n
-            vector-Jacobian products and the damped system is m x m, or when n <=
-            :data:`GAUSS_NEWTON_MAX_LATENT`, where it costs n Jacobian-vector products and the system is
-            n x n). CSGM then stops at ``tau``; if the refinement ends above ``tau * stop_factor``,
-            CSGM resumes from it with the steps it has left.
+            ``True``, ``False``, or ``"auto"``: when min(m, n) <= :data:`GAUSS_NEWTON_EXACT_MAX` (the
+            exact Jacobian costs min(m, n) batched products and the damped system is min(m, n) square),
+            or when the matrix-free route's largest cost, ``gauss_newton_trials`` x
+            (:data:`GAUSS_NEWTON_CG_ITERATIONS` + 2) single-latent products, is at most CSGM's
+            ``restarts`` x ``steps`` (single-latent passes). CSGM then stops at ``tau``; if the
+            refinement ends above ``tau * stop_factor``, CSGM resumes from it (see the module docstring).
         gauss_newton_trials: Levenberg-Marquardt trial steps (accepted or not).
         iagan: Whether to fine-tune a copy of the generator after CSGM: ``True``, ``False``, or
             ``"auto"`` (only when CSGM's best MSE stays above ``tau``, e.g. large inpainting holes of
@@ -201,8 +202,7 @@ def invert(
     if not (isinstance(stop_factor, (int, float)) and 0 <= stop_factor <= 1):
         raise ValueError(f"stop_factor must be in [0, 1] (CSGM stops below tau * stop_factor), got {stop_factor!r}")
     if gauss_newton not in (True, False, "auto"):
-        raise ValueError(f"gauss_newton must be True, False or 'auto' (when m <= n or n <= {GAUSS_NEWTON_MAX_LATENT}), "
-                         f"got {gauss_newton!r}")
+        raise ValueError(f"gauss_newton must be True, False or 'auto' (docs/inversion.md), got {gauss_newton!r}")
     gauss_newton_trials = positive_int("gauss_newton_trials", gauss_newton_trials)
     handover = positive_int("handover", handover, minimum=0)
     if iagan not in (True, False, "auto"):
@@ -232,8 +232,11 @@ def invert(
         if z0.dim() != 2 or z0.shape[1] != n:
             raise ValueError(f"init must have shape (R, {n}) or ({n},), got {tuple(torch.as_tensor(init).shape)}")
 
+    exact = min(y[0].numel(), n) <= GAUSS_NEWTON_EXACT_MAX
     if gauss_newton == "auto":
-        gauss_newton = y[0].numel() <= n or n <= GAUSS_NEWTON_MAX_LATENT
+        # the exact route, or a matrix-free one whose worst case is within CSGM's own budget (on
+        # BigGAN-deep-128 with one restart of 100 steps it is not: benchmarks/solutions.py)
+        gauss_newton = exact or gauss_newton_trials * (GAUSS_NEWTON_CG_ITERATIONS + 2) <= z0.shape[0] * steps
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     options = {"lr": lr, "prior": prior, "truncation": truncation, "quiet": quiet}
@@ -251,17 +254,20 @@ def invert(
         t0 = time.perf_counter()
         with frozen_modules(generator, forward):
             # the exact Jacobian when it is short on one side, conjugate gradients on Gauss-Newton products otherwise
-            solve = "exact" if min(y[0].numel(), n) <= GAUSS_NEWTON_EXACT_MAX else "cg"
+            solve = "exact" if exact else "cg"
             latent, best_mse, gn_history, accepted = levenberg_marquardt(generator, forward, y, latent, target=tau * stop_factor,
                                                                          trials=gauss_newton_trials, prior=prior,
-                                                                         truncation=truncation, solve=solve)
+                                                                         truncation=truncation, solve=solve,
+                                                                         cg_iterations=GAUSS_NEWTON_CG_ITERATIONS)
         history.extend(gn_history)
         timings["gauss_newton"] = time.perf_counter() - t0
         if best_mse >= tau * stop_factor and steps_run < steps:
-            # the refinement stalled: CSGM resumes from its latent with the steps it has left
+            # the refinement stalled: CSGM resumes from its latent with the steps it has left, or, when the
+            # latent is feasible already, with at most `handover` of them (a polish for margin, not a search)
             t0 = time.perf_counter()
+            left = steps - steps_run if best_mse >= tau else min(steps - steps_run, handover)
             with frozen_modules(generator):
-                more = csgm(generator, forward, y, latent[None], steps=steps - steps_run, stop_mse=tau * stop_factor, **options)
+                more = csgm(generator, forward, y, latent[None], steps=left, stop_mse=tau * stop_factor, **options)
             latent, best_mse = more.best_latents[0].clone(), float(more.best_mses[0])
             history.extend(more.history[1:])
             steps_run += more.steps_run

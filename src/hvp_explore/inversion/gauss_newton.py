@@ -57,20 +57,39 @@ def conjugate_gradient(matvec, b: torch.Tensor, *, shift: float, iterations: int
     return x, used
 
 
-def _exact(generator, forward, y, z: torch.Tensor):
-    """The damped step from the exact Jacobian, in whichever of its two forms is smaller (see :func:`levenberg_marquardt`)."""
-    J, r = measurement_jacobian(generator, forward, z), measurement_residual(generator, forward, y, z)
-    tall = J.shape[0] > J.shape[1]
-    gram = J.T @ J if tall else J @ J.T
-    scale = float(gram.diagonal().mean())
-    eye = torch.eye(gram.shape[0], dtype=torch.float64, device=gram.device)
+class _ExactStep:
+    r"""The damped step from an explicit Jacobian, in whichever of its two forms is smaller (see :func:`levenberg_marquardt`).
 
-    def step(mu: float) -> torch.Tensor:
+    ``fresh`` says whether J is the exact Jacobian at the current point or a Broyden update of one.
+    """
+
+    def __init__(self, J: torch.Tensor, r: torch.Tensor):
+        self.J, self.r, self.fresh = J, r, True
+
+    def __call__(self, mu: float) -> torch.Tensor:
+        J, r = self.J, self.r
+        tall = J.shape[0] > J.shape[1]
+        gram = J.T @ J if tall else J @ J.T
+        scale = float(gram.diagonal().mean())
+        shifted = gram + mu * scale * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
         if tall:
-            return -torch.linalg.solve(gram + mu * scale * eye, J.T @ r)
-        return -(J.T @ torch.linalg.solve(gram + mu * scale * eye, r))
+            return -torch.linalg.solve(shifted, J.T @ r)
+        return -(J.T @ torch.linalg.solve(shifted, r))
 
-    return step
+    def update(self, delta: torch.Tensor, r_new: torch.Tensor) -> None:
+        r"""Broyden's rank-one secant update after a step ``delta`` that changed the residual to ``r_new``.
+
+        :math:`J \leftarrow J + (\Delta r - J \delta) \delta^T / \delta^T \delta`, the smallest change of J
+        (in the Frobenius norm) that makes :math:`J \delta = \Delta r`; it costs no product.
+        """
+        delta = delta.to(self.J.dtype)
+        self.J = self.J + torch.outer(r_new - self.r - self.J @ delta, delta) / float(delta @ delta)
+        self.r, self.fresh = r_new, False
+
+
+def _exact(generator, forward, y, z: torch.Tensor) -> _ExactStep:
+    """The damped step from the exact Jacobian at ``z`` (min(m, n) batched products)."""
+    return _ExactStep(measurement_jacobian(generator, forward, z), measurement_residual(generator, forward, y, z))
 
 
 def _matrix_free(generator, forward, y, z: torch.Tensor, *, cg_iterations: int):
@@ -90,7 +109,7 @@ def _matrix_free(generator, forward, y, z: torch.Tensor, *, cg_iterations: int):
 
 
 def levenberg_marquardt(generator, forward, y, latent, *, target, trials, prior, truncation, solve: str = "exact",
-                        cg_iterations: int = 20):
+                        cg_iterations: int = 20, broyden: bool = True):
     r"""Levenberg-Marquardt on the measurement residual from ``latent``, until MSE < ``target``.
 
     With :math:`r(z) = A G(z) - y` and its Jacobian J (m, n) the step is the damped Gauss-Newton step
@@ -107,6 +126,14 @@ def levenberg_marquardt(generator, forward, y, latent, *, target, trials, prior,
     :math:`J^T r` from one backward pass and :math:`s = g^T J^T J g / g^T g`, an inexact Newton step for
     latents too long for the exact Jacobian (at most ``cg_iterations`` products per step).
 
+    With ``broyden=True`` (``solve="exact"`` only) an accepted step does not recompute J: Broyden's
+    rank-one secant update (Madsen, Nielsen and Tingleff, *Methods for non-linear least squares
+    problems*, 2004, section 3.4) corrects it from the residual the trial already computed, so a step costs
+    one generator pass instead of min(m, n) products. When a step from an updated J fails, J is computed
+    exactly at the current point before the damping grows, and that step does not count as one of the
+    ``trials`` (so at most ``trials`` Jacobians and ``2 * trials`` generator passes). On a generator affine in z the update is zero
+    and the iterates are those of the exact method.
+
     Returns:
         ``(latent, mse, history, accepted)`` with the MSE of every accepted step in ``history``.
     """
@@ -115,10 +142,8 @@ def levenberg_marquardt(generator, forward, y, latent, *, target, trials, prior,
     z = latent.detach().clone()
     with torch.no_grad():
         mse = float(measurement_mse(forward, generator(z[None]), y)[0])
-    history, accepted, mu, step = [], 0, 1e-3, None
-    for _ in range(trials):
-        if mse < target:
-            break
+    history, accepted, mu, step, used = [], 0, 1e-3, None, 0
+    while used < trials and mse >= target:
         if step is None:
             step = (_exact(generator, forward, y, z) if solve == "exact"
                     else _matrix_free(generator, forward, y, z, cg_iterations=cg_iterations))
@@ -126,11 +151,20 @@ def levenberg_marquardt(generator, forward, y, latent, *, target, trials, prior,
         if prior != "normal":
             trial = project_latents(prior, trial[None], truncation=truncation)[0]
         with torch.no_grad():
-            trial_mse = float(measurement_mse(forward, generator(trial[None]), y)[0])
+            image = generator(trial[None])
+            trial_mse = float(measurement_mse(forward, image, y)[0])
+        # a rejected step from a secant-updated J is not a trial: it cost one generator pass and leads to an exact J
+        used += not (trial_mse >= mse and solve == "exact" and not step.fresh)
         if trial_mse < mse:
-            z, mse, mu, step = trial, trial_mse, mu / 10, None
+            if solve == "exact" and broyden:  # the next step from a secant update of J: no new Jacobian
+                step.update(trial - z, (forward(image) - y).reshape(-1).to(torch.float64).detach())
+            else:
+                step = None
+            z, mse, mu = trial, trial_mse, mu / 10
             history.append(mse)
             accepted += 1
+        elif solve == "exact" and not step.fresh:
+            step = None  # a secant Jacobian that no longer predicts: linearise again before damping more
         else:
             mu *= 10
     return z, mse, history, accepted
