@@ -306,15 +306,12 @@ def direction_curvatures(H: CurvatureOperator, D: torch.Tensor, *, rtol: float =
     :math:`d_i = Q c_i` and :math:`d_i^T H d_i = c_i^T (Q^T H Q) c_i`: r products instead of P, exact up to
     the part of each direction outside the span (at most ``rtol`` of the largest singular value).
     """
-    D = D.to(torch.float64)
-    U, S, _ = torch.linalg.svd(D.cpu(), full_matrices=False)
-    rank = int((S > rtol * S[0]).sum()) if S.numel() else 0
-    if rank >= D.shape[1]:  # independent directions: one product each
-        return (D * H.matmat(D.to(device=H.device, dtype=H.dtype)).to(torch.float64).cpu()).sum(0)
-    Q = U[:, :rank]
+    D = D.to(device="cpu", dtype=torch.float64)
+    U, S, _ = torch.linalg.svd(D, full_matrices=False)
+    Q = U[:, : int((S > rtol * S[0]).sum()) if S.numel() else 0]  # r <= P columns: independent directions keep P
     C = Q.T @ H.matmat(Q.to(device=H.device, dtype=H.dtype)).to(torch.float64).cpu()
     C = (C + C.T) / 2  # symmetric up to the products' rounding
-    coefficients = Q.T @ D.cpu()
+    coefficients = Q.T @ D
     return (coefficients * (C @ coefficients)).sum(0)
 
 
@@ -333,8 +330,7 @@ def step_caps(generator: Callable, metric: Callable, z0: torch.Tensor, direction
     """
     if eta_max is not None:
         return torch.full((len(directions),), float(eta_max), dtype=torch.float64), None
-    D = torch.stack([d.vector for d in directions], dim=1).to(torch.float64)
-    curvatures = direction_curvatures(H_X, D)
+    curvatures = direction_curvatures(H_X, torch.stack([d.vector for d in directions], dim=1))
     budget = perceptual_budget(generator, metric, z0, seed=seed)
     return geometric_eta_max(curvatures, budget), budget
 

@@ -257,8 +257,7 @@ def invert(
             solve = "exact" if exact else "cg"
             latent, best_mse, gn_history, accepted = levenberg_marquardt(generator, forward, y, latent, target=tau * stop_factor,
                                                                          trials=gauss_newton_trials, prior=prior,
-                                                                         truncation=truncation, solve=solve,
-                                                                         cg_iterations=GAUSS_NEWTON_CG_ITERATIONS)
+                                                                         truncation=truncation, solve=solve)
         history.extend(gn_history)
         timings["gauss_newton"] = time.perf_counter() - t0
         if best_mse >= tau * stop_factor and steps_run < steps:

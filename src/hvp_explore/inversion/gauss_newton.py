@@ -7,6 +7,7 @@ import torch
 from hvp_explore.inversion.priors import project_latents
 from hvp_explore.operators.curvature import measurement_hessian
 from hvp_explore.problems import measurement_mse
+from hvp_explore.settings import GAUSS_NEWTON_CG_ITERATIONS
 
 __all__ = ["levenberg_marquardt", "conjugate_gradient", "measurement_residual", "measurement_jacobian"]
 
@@ -22,7 +23,13 @@ def _gradient(generator, forward, y, z: torch.Tensor) -> tuple[torch.Tensor, tor
 def measurement_residual(generator, forward, y, z: torch.Tensor) -> torch.Tensor:
     """:math:`r = A G(z) - y` at one latent ``z``, flattened, float64 (no graph)."""
     with torch.no_grad():
-        return (forward(generator(z[None])) - y).reshape(-1).to(torch.float64)
+        return _residual(forward, generator(z[None]), y)
+
+
+def _residual(forward, image: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """:math:`r = A x - y` of an image already generated, flattened, float64 (no graph)."""
+    with torch.no_grad():
+        return (forward(image) - y).reshape(-1).to(torch.float64)
 
 
 def measurement_jacobian(generator, forward, z: torch.Tensor) -> torch.Tensor:
@@ -109,7 +116,7 @@ def _matrix_free(generator, forward, y, z: torch.Tensor, *, cg_iterations: int):
 
 
 def levenberg_marquardt(generator, forward, y, latent, *, target, trials, prior, truncation, solve: str = "exact",
-                        cg_iterations: int = 20, broyden: bool = True):
+                        cg_iterations: int = GAUSS_NEWTON_CG_ITERATIONS, broyden: bool = True):
     r"""Levenberg-Marquardt on the measurement residual from ``latent``, until MSE < ``target``.
 
     With :math:`r(z) = A G(z) - y` and its Jacobian J (m, n) the step is the damped Gauss-Newton step
@@ -153,18 +160,21 @@ def levenberg_marquardt(generator, forward, y, latent, *, target, trials, prior,
         with torch.no_grad():
             image = generator(trial[None])
             trial_mse = float(measurement_mse(forward, image, y)[0])
-        # a rejected step from a secant-updated J is not a trial: it cost one generator pass and leads to an exact J
-        used += not (trial_mse >= mse and solve == "exact" and not step.fresh)
+        secant = solve == "exact" and not step.fresh  # J is a Broyden update, not a Jacobian
         if trial_mse < mse:
             if solve == "exact" and broyden:  # the next step from a secant update of J: no new Jacobian
-                step.update(trial - z, (forward(image) - y).reshape(-1).to(torch.float64).detach())
+                step.update(trial - z, _residual(forward, image, y))
             else:
                 step = None
             z, mse, mu = trial, trial_mse, mu / 10
             history.append(mse)
             accepted += 1
-        elif solve == "exact" and not step.fresh:
-            step = None  # a secant Jacobian that no longer predicts: linearise again before damping more
+            used += 1
+        elif secant:
+            # a secant J that no longer predicts: linearise again before damping more; this cost one
+            # generator pass, not a trial
+            step = None
         else:
             mu *= 10
+            used += 1
     return z, mse, history, accepted
