@@ -254,3 +254,82 @@ def test_convergence_is_honest_in_float32():
             assert float(true[i]) <= bound + 4 * floor, (solver, i)  # reported residuals are true to the rounding
         assert not floor_pairs or result.info["floor"]["level"] == pytest.approx(floor)
         assert all(float(result.residuals[i]) > tol * float(result.values[i]) for i in floor_pairs)
+
+
+# --- both ends of the spectrum (which) ---------------------------------------------------------------
+
+def indefinite_operator(n=120, seed=8):
+    """Eigenvalues spread over [-3, 2] with relative gaps >= 1e-2 at both ends (no exact ties, nonzero)."""
+    values = torch.cat([torch.linspace(2.0, 0.05, n // 2), -torch.logspace(-1.2, 0.48, n - n // 2)]).double()
+    return MatrixOperator.make(spectrum_matrix(values, seed)), values
+
+
+def numpy_selection(H, k, which):
+    """The reference: numpy.linalg.eigh, then the selection and order that ``which`` defines."""
+    import numpy as np
+
+    w, V = np.linalg.eigh(H.numpy())
+    order = {"largest": np.argsort(-w)[:k], "smallest": np.argsort(w)[:k], "magnitude": np.argsort(-np.abs(w))[:k],
+             "both": np.concatenate([np.argsort(-w)[: (k + 1) // 2], np.argsort(-w)[len(w) - k // 2:]])}[which]
+    return torch.from_numpy(w[order].copy()), torch.from_numpy(V[:, order].copy())
+
+
+@pytest.mark.parametrize("which", ["largest", "smallest", "magnitude", "both"])
+@pytest.mark.parametrize("solver", ["dense", "arpack", "lanczos", "block-krylov", "lobpcg", "auto"])
+def test_which_on_an_indefinite_operator_matches_numpy(solver, which):
+    op, _ = indefinite_operator()
+    H = op.dense()
+    k = 7
+    if solver == "lobpcg" and which in ("magnitude", "both"):
+        with pytest.raises(ValueError, match="finds one end of the spectrum"):
+            top_eigenpairs(op, k, solver=solver, which=which)
+        return
+    result = top_eigenpairs(op, k, solver=solver, tol=TOL, seed=0, which=which)
+    ref_values, ref_vectors = numpy_selection(H, k, which)
+    assert result.which == which and result.values.shape == (k,)
+    assert float((result.values - ref_values).abs().max()) <= 10 * TOL * 3.0, (result.values, ref_values)
+    # each pair is an eigenpair of a simple eigenvalue: its vector matches numpy's up to sign
+    cosines = (result.vectors * ref_vectors).sum(0).abs()
+    assert float(cosines.min()) >= 1 - 1e-8
+    true = (H @ result.vectors - result.vectors * result.values).norm(dim=0)
+    assert torch.allclose(result.residuals, true, rtol=1e-6, atol=1e-12) and result.all_converged
+
+
+@pytest.mark.parametrize("alias, which", [("LA", "largest"), ("SA", "smallest"), ("LM", "magnitude"), ("BE", "both")])
+def test_scipy_names_of_which(alias, which):
+    op, _ = indefinite_operator(n=40)
+    a = top_eigenpairs(op, 4, solver="dense", which=alias)
+    b = top_eigenpairs(op, 4, solver="dense", which=which)
+    assert a.which == which and torch.equal(a.values, b.values)
+    with pytest.raises(ValueError, match="which must be one of largest, smallest, magnitude, both"):
+        top_eigenpairs(op, 4, which="top")
+
+
+def test_jacobian_solver_reaches_the_null_space_end():
+    """H_Y with m = 4 < n = 16: its smallest eigenvalues are exact zeros, with null-space vectors of J."""
+    gen = TinyConvGenerator(latent_dim=16)
+    z0 = torch.randn(16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    op = measurement_hessian(gen, torch.nn.AvgPool2d(4), z0)
+    H = op.dense()
+    small = top_eigenpairs(op, 5, solver="jacobian", which="smallest", tol=TOL)
+    assert torch.equal(small.values, torch.zeros(5, dtype=torch.float64)) and small.all_converged
+    assert float((H @ small.vectors).norm()) < 1e-12 * float(torch.linalg.eigvalsh(H)[-1])
+    both = top_eigenpairs(op, 6, solver="jacobian", which="both", tol=TOL)
+    ref = torch.linalg.eigvalsh(H).flip(0)
+    assert torch.allclose(both.values[:3], ref[:3], rtol=1e-10) and torch.equal(both.values[3:], torch.zeros(3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("solver", ["arpack", "lanczos", "block-krylov", "dense"])
+def test_tiny_top_of_an_indefinite_operator(solver, dtype):
+    """The top eigenvalues 3e-6, 2e-6, 1e-6 above a spectrum reaching -1: every solver returns them (ARPACK used to
+    return none, Lanczos the wrong ones), judged converged against the rounding level of the far end (float32)."""
+    values = torch.cat([torch.tensor([3e-6, 2e-6, 1e-6]), -torch.logspace(-3, 0, 197)]).double()
+    M = spectrum_matrix(values, seed=0)
+    op = MatrixOperator.make(M.to(dtype))
+    result = top_eigenpairs(op, 3, solver=solver, tol=1e-3, seed=0)
+    floor = torch.finfo(dtype).eps * 1.0  # ||H|| = 1
+    assert result.k == 3 and result.all_converged, (result.values, result.residuals)
+    assert torch.allclose(result.values, values[:3], rtol=0, atol=max(1e-3 * 1e-6, 10 * floor))
+    if dtype == torch.float32 and solver != "dense":  # dense: residuals against its own (float32-rounded) matrix
+        assert result.info["floor"]["level"] == pytest.approx(floor, rel=0.05)  # ||H||, not lambda_1, sets it

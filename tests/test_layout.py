@@ -95,6 +95,7 @@ def test_command_line_defaults_and_choices_are_the_settings():
     ("hvp_explore.problems:make_problem", "ProblemSettings", {"problem": None, "from_clean": None, "noise": None, "resize": None}),
     ("hvp_explore.problems:load_observation", "ProblemSettings", {}),
     ("hvp_explore.eigen:top_eigenpairs", "EigenSettings", {"tol": None, "k": None}),
+    ("hvp_explore.geometry:latent_geometry", "GeometrySettings", {"metric": None}),
 ])
 def test_library_defaults_are_the_settings(function, cls, renames):
     import importlib

@@ -10,9 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import MatrixOperator, TinyConvGenerator, dense_reference_hessian
+from conftest import MatrixOperator, TinyConvGenerator, dense_reference_hessian, spectrum_matrix
 
-from hvp_explore import NonFiniteError, gauss_newton_operator, hessian_operator, measurement_hessian, perceptual_hessian
+from hvp_explore import (NonFiniteError, gauss_newton_operator, hessian_operator, mean_operator, measurement_hessian,
+                         perceptual_hessian)
 from hvp_explore.metrics import ClassifierMetric, PixelMetric
 from hvp_explore.generators.dcgan import FashionClassifier
 
@@ -365,3 +366,59 @@ def test_combination_of_generator_operators_freezes_every_module():
     ref = H_Y_ref + 0.5 * (J_x.T @ J_x) / J_x.shape[0] + 1e-2 * torch.eye(16, dtype=torch.float64)
     assert rel(H, ref) < RTOL
     assert not S.matvec(torch.ones(16, dtype=torch.float64)).requires_grad
+
+
+def test_sum_and_mean_of_operators(matrix_pair):
+    """sum(ops) starts from 0 + A; a sum stays one flat combination; mean_operator weights and normalises."""
+    (A, MA), (B, MB) = matrix_pair
+    ops = [A, B, A, 2 * B]
+    S = sum(ops)
+    assert rel(S.dense(), 2 * MA + 3 * MB) < 1e-14 and len(S.terms) == 4  # flat, not a nest of depth 4
+    many = sum([A] * 300)  # deeper than any reasonable recursion would allow if nested
+    assert rel(many.matvec(torch.ones(9, dtype=torch.float64)), 300 * MA @ torch.ones(9, dtype=torch.float64)) < 1e-13
+    assert rel(mean_operator([A, B]).dense(), 0.5 * (MA + MB)) < 1e-14
+    assert rel(mean_operator([A, B], weights=[3, 1]).dense(), 0.75 * MA + 0.25 * MB) < 1e-14
+    for args, message in ((([],), "at least one"), (([A, B], [1.0]), "2 operators and 1 weights"),
+                          (([A, B], [1.0, -1.0]), "non-negative and not all zero")):
+        with pytest.raises(ValueError, match=message):
+            mean_operator(*args)
+    with pytest.raises(TypeError, match="use A.shifted"):
+        2 + A  # only 0 starts a sum
+
+
+def test_product_of_two_operators_is_a_one_line_type_error(matrix_pair):
+    (A, _), (B, _) = matrix_pair
+    with pytest.raises(TypeError, match=r"the product of two operators is not a curvature operator .* A @ \(B @ V\)"):
+        A @ B
+    with pytest.raises(TypeError, match="needs a tensor or an array"):
+        A @ [1.0] * 9
+    V = torch.ones(9, 2, dtype=torch.float64)
+    assert torch.equal(A @ (B @ V), A.matmat(B.matmat(V)))
+
+
+def test_to_linear_operator_enters_gpytorch_routines():
+    """Solve (CG), root decomposition (Lanczos), log-determinant (SLQ) and the exact diagonal, against dense float64."""
+    import linear_operator
+
+    n = 900  # above linear_operator's Cholesky size (800): its iterative paths run
+    values = torch.logspace(0, -1, n, dtype=torch.float64)
+    M = spectrum_matrix(values, seed=3)
+    op = MatrixOperator.make(M)
+    L = op.to_linear_operator()
+    assert L.shape == (n, n) and L.dtype == torch.float64
+    b = torch.randn(n, 2, generator=rng(), dtype=torch.float64)
+    # linear_operator's CG stops improving near a relative residual of 1e-5 (its safe division treats
+    # p^T A p < 1e-10 as zero): it is built for Gaussian-process accuracy
+    with linear_operator.settings.cg_tolerance(1e-4), linear_operator.settings.max_cg_iterations(500):
+        x = L.solve(b)
+    assert rel(x, torch.linalg.solve(M, b)) < 1e-3
+    assert rel(L.diagonal(), M.diagonal()) < 1e-14
+    with linear_operator.settings.max_root_decomposition_size(n):
+        R = L.root_decomposition().root.to_dense()
+    assert rel(R @ R.T, M) < 1e-6
+    with linear_operator.settings.num_trace_samples(64), linear_operator.settings.max_lanczos_quadrature_iterations(60):
+        logdet = float(L.logdet())
+    exact = float(values.log().sum())
+    assert abs(logdet - exact) < 0.05 * abs(exact)  # stochastic Lanczos quadrature: a few percent
+    assert op.num_matvecs > 0
+    assert rel(L.matmul(b[:, 0]), M @ b[:, 0]) < 1e-14 and rel(L @ b[None], (M @ b)[None]) < 1e-14  # vectors, batches

@@ -39,16 +39,21 @@ _EXPORTS = {
     # inversion
     **dict.fromkeys(("invert", "InversionResult", "pulse", "PulseResult"), "hvp_explore.inversion"),
     # operators
-    **dict.fromkeys(("CurvatureOperator", "NonFiniteError", "HessianOperator", "hessian_operator", "GaussNewtonOperator",
-                     "gauss_newton_operator", "measurement_hessian", "perceptual_hessian"), "hvp_explore.operators"),
+    **dict.fromkeys(("CurvatureOperator", "LinearCombination", "NonFiniteError", "mean_operator", "HessianOperator",
+                     "hessian_operator", "GaussNewtonOperator", "gauss_newton_operator", "measurement_hessian",
+                     "perceptual_hessian", "LossHessianOperator", "LossGGNOperator", "loss_hessian", "loss_ggn"),
+                    "hvp_explore.operators"),
     # eigen
     **dict.fromkeys(("EigenResult", "ConvergenceWarning", "top_eigenpairs", "choose_solver", "subspace_cosines",
-                     "top_generalized_eigenpairs"), "hvp_explore.eigen"),
+                     "top_generalized_eigenpairs", "TraceEstimate", "estimate_trace", "estimate_diagonal", "SpectralDensity",
+                     "spectral_density"), "hvp_explore.eigen"),
     # exploration
     **dict.fromkeys(("explore", "ExplorationResult", "Solution", "Direction", "Projection", "Step", "coupling_matrix",
                      "significant_couplings", "eglass_projection", "make_directions", "combine_directions", "feasible_steps",
                      "ellipsoid_steps", "predicted_steps", "deliver", "render_solutions", "pairwise_distances", "Explorer"),
                     "hvp_explore.exploration"),
+    # the latent geometry of a generator
+    **dict.fromkeys(("latent_geometry", "LatentGeometry"), "hvp_explore.geometry"),
     # io
     **dict.fromkeys(("ImageError", "load_image", "save_image", "load_measurements"), "hvp_explore.io.images"),
 }

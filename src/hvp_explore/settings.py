@@ -67,6 +67,9 @@ SOLVERS = ("auto", "dense", "jacobian", "arpack", "lanczos", "lobpcg", "block-kr
 #: ``auto``: the cheapest solver by a cost model (docs/operators.md).
 DEFAULT_SOLVER = "auto"
 GENERALIZED_SOLVERS = ("auto", "whitened", "lobpcg", "dense")
+#: The ends of a spectrum :func:`~hvp_explore.eigen.top_eigenpairs` finds (scipy's LA, SA, LM, BE are accepted too).
+WHICH = ("largest", "smallest", "magnitude", "both")
+DEFAULT_WHICH = "largest"
 #: Relative eigensolver tolerance of :func:`~hvp_explore.eigen.top_eigenpairs` and of the pencil solver.
 DEFAULT_EIGEN_TOL = 1e-4
 #: Relative tolerance of an exploration: a direction needs its eigenvector to about three digits
@@ -95,6 +98,16 @@ DEFAULT_EPS = 1e-3
 DEFAULT_WALKERS = 4
 #: The step searches aim at ``tau * (1 - DELIVERY_MARGIN)`` so that the 8-bit PNG still meets tau.
 DELIVERY_MARGIN = 0.01
+
+# --- latent geometry (hvp-explore geometry) ----------------------------------------------------------
+DEFAULT_GEOMETRY_LATENTS = 16
+DEFAULT_GEOMETRY_K = 20
+#: Average axes drawn as image strips, the latents each starts from, and the images per strip.
+DEFAULT_GEOMETRY_AXES = 6
+DEFAULT_GEOMETRY_STRIP_LATENTS = 3
+DEFAULT_GEOMETRY_STRIP_STEPS = 7
+#: A strip's ends change the image by this fraction of the perceptual distance between two random images.
+DEFAULT_GEOMETRY_SPAN = 0.5
 
 # --- metrics and generators --------------------------------------------------------------------------
 DEFAULT_GENERATOR = "default"
@@ -401,6 +414,32 @@ class TrainSettings(_Settings):
     epochs: int | None = field(default=None, metadata=option(
         "Training epochs (default: those of the shipped weights, 15 for the GAN, 4 for the classifier)."))
     seed: int = field(default=DEFAULT_SEED, metadata=option("Seeds the initialisation and the data order."))
+
+
+@dataclass(frozen=True)
+class GeometrySettings(_Settings):
+    """``hvp-explore geometry``: the perceptual metric at many latents (:func:`~hvp_explore.geometry.latent_geometry`)."""
+
+    _positive = ("latents", "k", "strip_latents", "strip_steps", "span", "tol")
+    _integers = ("latents", "k", "axes", "strip_latents", "strip_steps")
+
+    metric: str = field(default=DEFAULT_METRIC, metadata=option(
+        "Perceptual metric (see 'hvp-explore generators'); auto = fmnist for the default generator, effnet otherwise."))
+    latents: int = field(default=DEFAULT_GEOMETRY_LATENTS, metadata=option("Latents drawn from the prior (seeded)."))
+    k: int = field(default=DEFAULT_GEOMETRY_K, metadata=option("Eigenpairs of the metric at each latent and of the average metric."))
+    axes: int = field(default=DEFAULT_GEOMETRY_AXES, metadata=option("Top axes of the average metric drawn as image strips (0: none)."))
+    strip_latents: int = field(default=DEFAULT_GEOMETRY_STRIP_LATENTS, metadata=option("Latents each strip starts from."))
+    strip_steps: int = field(default=DEFAULT_GEOMETRY_STRIP_STEPS, metadata=option("Images per strip."))
+    span: float = field(default=DEFAULT_GEOMETRY_SPAN, metadata=option(
+        "Perceptual change at a strip's ends, as a fraction of that between two random images of the generator."))
+    tol: float = field(default=DEFAULT_TOL, metadata=option("Relative eigensolver tolerance (matrix-free route)."))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.axes, bool) or not isinstance(self.axes, int) or self.axes < 0:
+            raise ValueError(f"--axes must be a non-negative integer, got {self.axes!r}")
+        if self.axes > self.k:
+            raise ValueError(f"--axes must be at most --k = {self.k}, got {self.axes}")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Commands around the pipeline: ``generators`` (what is available), ``train`` (the embedded default), ``bench``."""
+"""Commands around the pipeline: ``generators`` (what is available), ``geometry`` (a generator's latent geometry),
+``train`` (the embedded default), ``bench``."""
 
 from __future__ import annotations
 
@@ -8,8 +9,19 @@ from pathlib import Path
 
 import click
 
-from hvp_explore.cli._common import UserError, command_line, console, finish, print_table, settings_options, setup
-from hvp_explore.settings import TRAIN_KINDS, RunSettings, TrainSettings
+from hvp_explore.cli._common import (
+    UserError,
+    check_output,
+    command_line,
+    console,
+    finish,
+    output_options,
+    print_table,
+    settings_options,
+    setup,
+    write_folder,
+)
+from hvp_explore.settings import TRAIN_KINDS, GeometrySettings, RunSettings, TrainSettings
 
 
 @click.command("generators")
@@ -25,6 +37,38 @@ def generators_cmd():
     console.print("A stage folder (eig, project, render) that names a file or a factory loads it only with --generator "
                   "repeating it, or --trust-generator: such generators run code.")
     console.print("metrics: " + ", ".join(available_metrics()))
+
+
+@click.command()
+@settings_options(RunSettings)
+@settings_options(GeometrySettings)
+@output_options
+def geometry(generator, device, seed, out, overwrite, quiet, **options):
+    """The latent geometry of a generator (Wang & Ponce): its perceptual metric at many latents, how anisotropic and
+    how consistent it is, and the average metric's top axes as image strips."""
+    settings = GeometrySettings.pick(options)
+    RunSettings(generator=generator, device=device, seed=seed)
+    check_output(out, overwrite)
+    setup(quiet, seed, device)
+    from hvp_explore.exploration import Explorer
+    from hvp_explore.geometry import latent_geometry
+    from hvp_explore.io.stages import write_geometry
+
+    explorer = Explorer(generator, settings.metric, device=device)
+    if not 1 <= settings.k < explorer.latent_dim:
+        raise UserError(f"--k must be between 1 and n - 1 = {explorer.latent_dim - 1} (the latent dimension is "
+                        f"{explorer.latent_dim}), got {settings.k}")
+    result = latent_geometry(explorer.generator, explorer.metric, latents=settings.latents, k=settings.k, axes=settings.axes,
+                             strip_latents=settings.strip_latents, strip_steps=settings.strip_steps, span=settings.span,
+                             tol=settings.tol, seed=seed, quiet=quiet)
+    report = write_folder(out, overwrite, lambda tmp: write_geometry(tmp, result, generator=explorer.generator_name,
+                                                                     metric=explorer.metric_name, command=command_line(),
+                                                                     seed=seed))
+    finish(quiet, out, f"latent geometry of {explorer.generator_name} ({explorer.metric_name})",
+           [{key: report[key] for key in ("latents", "k", "n", "median_ratio", "median_effective_dim", "mean_overlap",
+                                           "random_overlap", "mean_alignment", "matvecs")} | {"seconds": report["timings"]["total"]}],
+           ["latents", "k", "n", "median_ratio", "median_effective_dim", "mean_overlap", "random_overlap", "mean_alignment",
+            "matvecs", "seconds"])
 
 
 @click.command()

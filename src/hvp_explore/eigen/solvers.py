@@ -41,10 +41,10 @@ import torch
 
 from hvp_explore.eigen import _methods
 from hvp_explore.operators.base import CurvatureOperator
-from hvp_explore.settings import DEFAULT_EIGEN_TOL, DEFAULT_SOLVER, SOLVERS
+from hvp_explore.settings import DEFAULT_EIGEN_TOL, DEFAULT_SOLVER, DEFAULT_WHICH, SOLVERS, WHICH
 
-__all__ = ["EigenResult", "ConvergenceWarning", "SOLVERS", "SOLVER_REGISTRY", "top_eigenpairs", "choose_solver",
-           "subspace_cosines", "ProductCost", "measure_cost", "krylov_products", "BLOCK_SIZES", "STATIC_BLOCK"]
+__all__ = ["EigenResult", "ConvergenceWarning", "SOLVERS", "WHICH", "SOLVER_REGISTRY", "top_eigenpairs", "choose_solver",
+           "subspace_cosines", "ProductCost", "measure_cost", "krylov_products", "exact_route", "BLOCK_SIZES", "STATIC_BLOCK"]
 
 #: Solver name -> implementation, for every name of :data:`SOLVERS` but ``"auto"`` (which picks one of
 #: these). Each takes ``(op, k, *, tol, gen, max_matvecs, oversample)`` and returns ``(values, vectors, info)``.
@@ -179,7 +179,7 @@ class EigenResult:
     r"""Top eigenpairs of a symmetric operator.
 
     Attributes:
-        values: (k,) eigenvalues, descending, float64.
+        values: (k,) eigenvalues, float64, ordered as ``which`` asks (descending for ``"largest"``).
         vectors: (n, k) orthonormal eigenvectors (columns), float64, on the operator's device.
         residuals: (k,) :math:`\|H v_i - \lambda_i v_i\|`.
         converged: (k,) bool, ``residual <= tol * |values|``, or at most the products' rounding level
@@ -192,8 +192,9 @@ class EigenResult:
         tol: The relative tolerance.
         requested: The k asked for (``values`` holds fewer only when ARPACK stopped before finding them).
         info: Solver notes: ``products`` and ``passes`` (batched calls of the operator) for every solver,
-            steps, restarts, blocks, the reason for auto's choice, and ``floor`` when some pair passed only
-            by the rounding floor.
+            steps, restarts, blocks, the reason for auto's choice, ``scale`` (the largest magnitude of the
+            spectrum the solver saw), and ``floor`` when some pair passed only by the rounding floor.
+        which: The end(s) of the spectrum: ``"largest"``, ``"smallest"``, ``"magnitude"`` or ``"both"``.
     """
 
     values: torch.Tensor
@@ -207,6 +208,7 @@ class EigenResult:
     tol: float
     requested: int
     info: dict = field(default_factory=dict, compare=False)
+    which: str = "largest"
 
     @property
     def k(self) -> int:
@@ -271,7 +273,7 @@ def choose_solver(op: CurvatureOperator, k: int, *, oversample: int | None = Non
                     f"{cost.block * 1e3:.3g} ms per block of {cost.size}; predicted: {reason}")
 
 
-def _no_probe_needed(op: CurvatureOperator, k: int) -> tuple[str, str] | None:
+def exact_route(op: CurvatureOperator, k: int) -> tuple[str, str] | None:
     """``jacobian`` or ``dense`` when it needs no more batched products than block Krylov with blocks of 8.
 
     Blocks of 8 already batch well, and the Jacobian's min(m, n) half-products (or the dense matrix's n
@@ -300,12 +302,17 @@ def _check_k(op: CurvatureOperator, k: int, solver: str) -> None:
 
 def top_eigenpairs(op: CurvatureOperator, k: int, *, solver: str = DEFAULT_SOLVER, tol: float = DEFAULT_EIGEN_TOL, seed: int = 0,
                    max_matvecs: int | None = None, oversample: int | None = None, block: int | None = None,
-                   probe: bool = True, warn: bool = True) -> EigenResult:
-    r"""The k largest eigenpairs of a symmetric PSD operator, matrix-free.
+                   probe: bool = True, warn: bool = True, which: str = DEFAULT_WHICH) -> EigenResult:
+    r"""k eigenpairs of a symmetric operator from one or both ends of its spectrum (the largest by default), matrix-free.
 
     Args:
-        op: The operator (e.g. from :func:`~hvp_explore.measurement_hessian`).
+        op: The operator (e.g. from :func:`~hvp_explore.measurement_hessian`); it may be indefinite.
         k: Number of eigenpairs, 1 <= k <= n (k < n for ``"arpack"`` and ``"lanczos"``).
+        which: ``"largest"`` (algebraic, descending; the default), ``"smallest"`` (algebraic, ascending:
+            the most negative first), ``"magnitude"`` (largest ``|lambda|``, descending in magnitude) or
+            ``"both"`` (``ceil(k/2)`` from the top and ``floor(k/2)`` from the bottom, descending); scipy's
+            ``"LA"``, ``"SA"``, ``"LM"``, ``"BE"`` are accepted. ``"lobpcg"`` finds one end only (largest or
+            smallest) and says so; every other solver takes every ``which``.
         solver: One of :data:`SOLVERS`. ``"auto"`` times one product and one block of the operator
             (:func:`measure_cost`, once per operator; those products count in ``matvecs``) and runs the
             cheapest solver and block size by :func:`choose_solver`: its choice depends on timings, so
@@ -329,8 +336,12 @@ def top_eigenpairs(op: CurvatureOperator, k: int, *, solver: str = DEFAULT_SOLVE
         :math:`\lambda_1`); pairs that pass only by that floor are listed in ``info["floor"]``.
 
     Raises:
-        ValueError: Unknown solver, k out of range, or a block below 1.
+        ValueError: Unknown solver or ``which``, a ``which`` the solver cannot find, k out of range, or a block below 1.
     """
+    which = _methods.check_which(which)
+    if solver == "lobpcg" and which not in _methods.LOBPCG_WHICH:
+        raise ValueError(f"solver 'lobpcg' finds one end of the spectrum (which='largest' or 'smallest'), got which={which!r}; "
+                         "use 'block-krylov', 'lanczos', 'arpack' or 'dense'")
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
     if not tol > 0:
@@ -342,7 +353,7 @@ def top_eigenpairs(op: CurvatureOperator, k: int, *, solver: str = DEFAULT_SOLVE
     start_matvecs, start_calls = op.num_matvecs, op.num_calls
     t0 = time.perf_counter()
     start = None
-    if solver == "auto" and (shortcut := _no_probe_needed(op, k)):
+    if solver == "auto" and (shortcut := exact_route(op, k)):
         solver, info["auto"] = shortcut
     elif solver == "auto" and not probe:
         solver, info["auto"] = choose_solver(op, k, oversample=oversample)
@@ -362,23 +373,25 @@ def top_eigenpairs(op: CurvatureOperator, k: int, *, solver: str = DEFAULT_SOLVE
     gen = torch.Generator().manual_seed(seed)
     method = SOLVER_REGISTRY[solver]
     values, vectors, solver_info = method(op, k, tol=tol, gen=gen, max_matvecs=max_matvecs, oversample=oversample, block=block,
-                                          start=start)
-    matvecs, calls = op.num_matvecs - start_matvecs, op.num_calls - start_calls
+                                          start=start, which=which)
+    # products a solver took only to verify its pairs count as checks, as the caller's own below
+    matvecs, calls = op.num_matvecs - start_matvecs - solver_info.pop("check_products", 0), op.num_calls - start_calls
     HX = solver_info.pop("HX", None)
     if HX is None and values.numel():
         HX = op.matmat(vectors.to(op.dtype)).to(torch.float64)
     residuals = (HX - vectors * values).norm(dim=0) if values.numel() else values.new_zeros(0)
     seconds = time.perf_counter() - t0
-    converged = residuals <= _methods.thresholds(values, tol, op.dtype)
+    scale = solver_info.get("scale")
+    converged = residuals <= _methods.thresholds(values, tol, op.dtype, scale)
     info.update(solver_info)
     info.update(products=matvecs, passes=calls)
     by_floor = converged & (residuals > tol * values.abs())
     if bool(by_floor.any()):
-        info["floor"] = {"level": _methods.floor_level(values, op.dtype), "pairs": torch.nonzero(by_floor).flatten().tolist(),
-                         "reason": f"rounding of {op.dtype} products (machine epsilon times lambda_1)"}
+        info["floor"] = {"level": _methods.floor_level(values, op.dtype, scale), "pairs": torch.nonzero(by_floor).flatten().tolist(),
+                         "reason": f"rounding of {op.dtype} products (machine epsilon times the largest |eigenvalue| seen)"}
     result = EigenResult(values=values, vectors=vectors, residuals=residuals, converged=converged, matvecs=matvecs,
                          check_matvecs=op.num_matvecs - start_matvecs - matvecs, seconds=seconds, solver=solver, tol=tol,
-                         requested=k, info=info)
+                         requested=k, info=info, which=which)
     if warn and not result.all_converged:
         warnings.warn(f"{op.name}: {int((~result.converged).sum()) + k - result.k} of {k} eigenpairs did not reach "
                       f"tol={tol:g} with solver {solver!r} (largest relative residual {result.max_relative_residual:.2e})",

@@ -675,3 +675,105 @@ def plot_diversity(
         ax.set_xscale("log")
         return _finish(fig, ax, path, xlabel="measurement MSE ([0, 1] pixel scale)", ylabel=distance_label,
                        title="Diversity and feasibility" if title is None else title, minor_grid=False)
+
+
+def plot_latent_spectra(values: Any, average: Any, path: Path | str, *, title: str | None = None) -> Path:
+    """The top eigenvalues of the perceptual metric at many latents (one thin line each), their median and the average metric's.
+
+    Log scale against the 1-based index; values <= 0 are left out (a log axis cannot show them).
+
+    Args:
+        values: (L, k) eigenvalues, one row per latent, descending.
+        average: (k,) eigenvalues of the average metric.
+        path: Destination ``.png`` (800 x 500 px).
+        title: Title; default "Perceptual metric at L latents".
+
+    Raises:
+        ValueError: ``values`` not 2-D, ``average`` not 1-D, either empty or not finite.
+    """
+    path = _check_png_path(path)
+    _check_title(title)
+    V = _finite(_array(values, "values", ndim=2), "values")
+    avg = _finite(_array(average, "average", ndim=1), "average")
+    with _style():
+        fig = _figure(_FIGSIZE_PLOT)
+        ax = fig.add_subplot()
+        for i, row in enumerate(V):
+            index, shown, _ = _log_points(row)
+            ax.plot(index, shown, color="C0", alpha=0.25, linewidth=0.8, label="each latent" if i == 0 else None)
+        index, shown, _ = _log_points(np.median(V, axis=0))
+        ax.plot(index, shown, color="C0", linewidth=2.0, marker="o", markersize=3, label="median over latents")
+        index, shown, _ = _log_points(avg)
+        ax.plot(index, shown, color="C1", linewidth=2.0, marker="s", markersize=3, label="average metric")
+        ax.set_yscale("log")
+        _integer_ticks(ax.xaxis)
+        return _finish(fig, ax, path, xlabel="eigenvalue index i", ylabel="eigenvalue",
+                       title=f"Perceptual metric at {V.shape[0]} latents (log scale)" if title is None else title)
+
+
+def plot_overlaps(O: Any, path: Path | str, *, baseline: float | None = None, title: str | None = None) -> Path:
+    """Heat map of the overlaps ``||U_i^T U_j||_F^2 / k`` of the top-k eigenspaces at latents i and j (in [0, 1]).
+
+    Args:
+        O: (L, L) overlaps.
+        path: Destination ``.png`` (700 x 600 px).
+        baseline: The overlap of random spaces (k / n), named in the colour bar's label.
+        title: Title; default "Consistency of the top eigenspaces".
+
+    Raises:
+        ValueError: ``O`` not 2-D, empty or not finite.
+    """
+    path = _check_png_path(path)
+    _check_title(title)
+    A = _finite(_array(O, "O", ndim=2), "O")
+    L = A.shape[0]
+    off = A[~np.eye(L, dtype=bool)] if L > 1 else A.reshape(-1)
+    with _style():
+        fig = _figure(_FIGSIZE_COUPLING)
+        ax = fig.add_subplot()
+        image = ax.imshow(A, vmin=0.0, vmax=1.0, cmap="viridis", interpolation="nearest", extent=(0.5, L + 0.5, L + 0.5, 0.5))
+        label = r"overlap $\|U_i^T U_j\|_F^2 / k$" + (f" (random spaces: {baseline:.3g})" if baseline is not None else "")
+        fig.colorbar(image, ax=ax, label=label)
+        _integer_ticks(ax.xaxis)
+        _integer_ticks(ax.yaxis)
+        ax.set_xlabel("latent j")
+        ax.set_ylabel("latent i")
+        text = "Consistency of the top eigenspaces" if title is None else title
+        ax.set_title(f"{text}\nmean off-diagonal overlap {float(off.mean()):.3f}")
+        return _save(fig, path)
+
+
+def plot_spectral_density(grid: Any, density: Any, path: Path | str, *, log: bool = True, nodes: Any = None,
+                          title: str | None = None) -> Path:
+    """A spectral density (stochastic Lanczos quadrature), on a log density axis by default (curvature spectra are
+    a bulk near zero and a few outliers, which a linear axis would hide).
+
+    Args:
+        grid: (G,) points.
+        density: (G,) the density at them.
+        path: Destination ``.png`` (800 x 500 px).
+        log: Log scale for the density (values below 1e-12 of the peak are clipped there).
+        nodes: Optional quadrature nodes (any shape), drawn as ticks along the bottom.
+        title: Title; default "Spectral density".
+
+    Raises:
+        ValueError: ``grid`` and ``density`` not 1-D of one length, or not finite.
+    """
+    path = _check_png_path(path)
+    _check_title(title)
+    t = _finite(_array(grid, "grid", ndim=1), "grid")
+    d = _finite(_array(density, "density", ndim=1), "density")
+    _same_length(t, d, "grid", "density", "one density value per grid point")
+    with _style():
+        fig = _figure(_FIGSIZE_PLOT)
+        ax = fig.add_subplot()
+        shown = np.maximum(d, 1e-12 * max(float(d.max()), 1e-300)) if log else d
+        ax.plot(t, shown, color="C0", linewidth=1.2, label="smoothed density")
+        if nodes is not None:
+            x = np.asarray(torch.as_tensor(nodes, dtype=torch.float64).reshape(-1))
+            x = x[np.isfinite(x)]
+            ax.plot(x, np.full_like(x, float(shown.min())), linestyle="none", marker="|", color="C1", markersize=8,
+                    label=f"quadrature nodes ({x.size})")
+        if log:
+            ax.set_yscale("log")
+        return _finish(fig, ax, path, xlabel="eigenvalue", ylabel="density", title="Spectral density" if title is None else title)

@@ -37,7 +37,7 @@ from hvp_explore.io.figures import contact_sheet, plot_correlation, plot_couplin
 
 __all__ = ["RunState", "save_state", "load_state", "problem_state", "state_from_inversion", "write_inversion", "write_pulse", "write_eigen",
            "write_exploration", "exploration_report", "generator_to_load", "load_run_state_into", "check_run_generator",
-           "solutions_bytes"]
+           "solutions_bytes", "write_geometry"]
 
 #: The latents (and steps) of a folder's solutions: ``G(latents[i])`` is ``solutions/<i+1>.png``.
 SOLUTIONS_FILE = "solutions.npz"
@@ -606,3 +606,43 @@ def _solution_images(folder: Path, observation: Observation, first_image: torch.
     if len(solutions) > SHEET_SOLUTIONS:
         title = (title + "\n" if title else "") + f"the first {SHEET_SOLUTIONS} of {len(solutions)} solutions (all in solutions/)"
     contact_sheet(images, labels, folder / "sheet.png", title=title)
+
+
+def write_geometry(folder: Path, result, *, generator: str, metric: str, command: str, seed: int) -> dict:
+    """``geometry``'s folder: spectra.png, overlaps.png, axes.png (image strips), geometry.npz, report.json.
+
+    ``result`` is a :class:`~hvp_explore.geometry.LatentGeometry`. The npz holds plain arrays only (the latents,
+    eigenpairs, overlaps, the average metric's eigenpairs, the strips' steps): ``np.load`` reads it without pickle.
+    """
+    from hvp_explore.io.figures import plot_latent_spectra, plot_overlaps
+
+    arrays = {"latents": result.latents, "values": result.values, "vectors": result.vectors, "overlaps": result.overlaps,
+              "average_values": result.average_values, "average_vectors": result.average_vectors,
+              "alignment": result.alignment, "strip_steps": result.strip_steps}
+    if result.spectra is not None:
+        arrays["spectra"] = result.spectra
+    np.savez(folder / "geometry.npz", **{k: v.detach().cpu().numpy() for k, v in arrays.items()})
+    plot_latent_spectra(result.values, result.average_values, folder / "spectra.png")
+    plot_overlaps(result.overlaps, folder / "overlaps.png", baseline=result.random_overlap)
+    axes, starts, steps = result.strips.shape[:3]
+    if axes:
+        images, labels = [], []
+        for a in range(axes):
+            for s in range(starts):
+                for t in range(steps):
+                    images.append(result.strips[a, s, t])
+                    head = f"axis {a + 1}, z{s + 1}\n" if t == 0 else "\n"
+                    labels.append(f"{head}t = {float(result.strip_steps[a, t]):+.2f}")
+        contact_sheet(images, labels, folder / "axes.png", columns=steps,
+                      title=f"Top {axes} axes of the average metric ({generator}, {metric}), from {starts} latents")
+    report = {"command": command, "generator": generator, "metric": metric, "seed": seed, **result.summary(),
+              "timings": result.seconds, "solvers": result.info["solvers"], "tol": result.info["tol"],
+              "average_converged": result.info["average_converged"],
+              "strips": {"axes": axes, "latents": starts, "steps": result.strip_steps.tolist(), "span": result.info["span"],
+                         "perceptual_budget": result.info["perceptual_budget"]},
+              "per_latent": {"values": result.values.tolist(), "converged": result.converged.tolist(),
+                             "ratio": result.anisotropy["ratio"].tolist(), "top_share": result.anisotropy["top_share"].tolist(),
+                             "effective_dim": result.anisotropy["effective_dim"].tolist(), "alignment": result.alignment.tolist()},
+              "average_values": result.average_values.tolist(), "overlaps": result.overlaps.tolist()}
+    write_json_atomic(folder / "report.json", report)
+    return report

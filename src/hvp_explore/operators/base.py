@@ -5,8 +5,10 @@ scipy's ``LinearOperator`` protocol (``shape``, ``dtype``, ``matvec``, ``matmat`
 and bridges to scipy with :meth:`CurvatureOperator.to_scipy`. Subclasses implement one method,
 ``_matmat(V)`` for a block ``V`` of shape (n, b) on the operator's device and dtype.
 
-Operators combine linearly: ``A + B``, ``A - B``, ``c * A``, ``-A`` and ``A.shifted(s)``
-(:math:`A + s I`) are a :class:`LinearCombination` :math:`\sum_i c_i A_i + s I`, still matrix-free.
+Operators combine linearly: ``A + B``, ``A - B``, ``c * A``, ``-A``, ``A.shifted(s)``
+(:math:`A + s I`), ``sum(ops)`` and :func:`mean_operator` are a :class:`LinearCombination`
+:math:`\sum_i c_i A_i + s I`, still matrix-free. :meth:`CurvatureOperator.to_linear_operator` bridges to
+gpytorch's ``linear_operator`` (its CG, Lanczos, root decomposition and log-determinant).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ import numpy as np
 import torch
 from scipy.sparse.linalg import LinearOperator
 
-__all__ = ["CurvatureOperator", "LinearCombination", "NonFiniteError", "as_latent", "frozen_modules", "module_dtype_device",
-           "modules_of"]
+__all__ = ["CurvatureOperator", "LinearCombination", "NonFiniteError", "as_latent", "frozen_modules", "mean_operator",
+           "module_dtype_device", "modules_of"]
 
 #: NumPy dtypes :meth:`CurvatureOperator.to_scipy` can bridge to.
 _SCIPY_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
@@ -181,7 +183,23 @@ class CurvatureOperator(ABC):
         return None
 
     def __matmul__(self, other: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+        """``A @ v`` (a vector) or ``A @ V`` (a block).
+
+        Raises:
+            TypeError: ``other`` is an operator: the product of two symmetric operators is not symmetric
+                in general, so it is no curvature operator; apply them in turn, ``A @ (B @ V)``.
+        """
+        if isinstance(other, CurvatureOperator):
+            raise TypeError(f"{self.name} @ {other.name}: the product of two operators is not a curvature operator "
+                            "(not symmetric in general); apply them in turn, A @ (B @ V)")
+        if not isinstance(other, (torch.Tensor, np.ndarray)):
+            raise TypeError(f"{self.name} @ x needs a tensor or an array, got {type(other).__name__}")
         return self.matvec(other) if other.ndim == 1 else self.matmat(other)
+
+    def __rmatmul__(self, other: object):
+        if isinstance(other, CurvatureOperator):  # reached only when other's own __matmul__ gave way
+            return other.__matmul__(self)
+        raise TypeError(f"x @ {self.name} is not defined: the operator is symmetric, write {self.name} @ x")
 
     # --- the algebra: linear combinations, matrix-free --------------------------------------------
     def __add__(self, other: object) -> LinearCombination:
@@ -193,7 +211,11 @@ class CurvatureOperator(ABC):
         """
         return self._combine(other, 1.0)
 
-    __radd__ = __add__
+    def __radd__(self, other: object) -> LinearCombination:
+        """``0 + A`` is ``A`` (so ``sum(ops)`` works); any other number is refused as in :meth:`__add__`."""
+        if isinstance(other, numbers.Number) and not isinstance(other, bool) and other == 0:
+            return LinearCombination(((1.0, self),))
+        return self._combine(other, 1.0)
 
     def __sub__(self, other: object) -> LinearCombination:
         """:math:`A - B` (symmetric, indefinite in general)."""
@@ -224,7 +246,9 @@ class CurvatureOperator(ABC):
 
     def _combine(self, other: object, sign: float) -> LinearCombination:
         if isinstance(other, CurvatureOperator):
-            return LinearCombination(((1.0, self), (sign, other)))
+            # A sum of unshifted combinations stays one flat combination: sum() of many operators is not a
+            # nest as deep as the list (each product would recurse through every level).
+            return LinearCombination((*_flat_terms(self, 1.0), *_flat_terms(other, sign)))
         if isinstance(other, (numbers.Number, torch.Tensor, np.ndarray)):
             raise TypeError(f"only an operator can be added to {self.name}, got {type(other).__name__}; "
                             "use A.shifted(s) for A + s I")
@@ -257,6 +281,18 @@ class CurvatureOperator(ABC):
         adjoint = _apply if self.self_adjoint else None
         return LinearOperator(self.shape, matvec=_apply, matmat=_apply, rmatvec=adjoint, rmatmat=adjoint, dtype=dtype)
 
+    def to_linear_operator(self):
+        """This operator as a gpytorch ``linear_operator.LinearOperator`` (same dtype and device, products by ``matmat``).
+
+        It enters linear_operator's routines: ``solve`` (conjugate gradients above its Cholesky size),
+        ``root_decomposition`` (Lanczos), ``logdet`` and ``inv_quad_logdet`` (stochastic Lanczos quadrature),
+        ``diagonal()`` (exact, by n products in blocks). See
+        :class:`~hvp_explore.operators._linear_operator.CurvatureLinearOperator`.
+        """
+        from hvp_explore.operators._linear_operator import CurvatureLinearOperator
+
+        return CurvatureLinearOperator(self)
+
     def check_deterministic(self, *, num_vectors: int = 2, seed: int = 0, rtol: float = 0.0) -> float:
         """Apply the same block twice and return the largest relative difference.
 
@@ -279,6 +315,38 @@ class CurvatureOperator(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(n={self._n}, dtype={self._dtype}, device={self._device}, matvecs={self.num_matvecs})"
+
+
+def mean_operator(operators, weights=None) -> LinearCombination:
+    r"""The (weighted) mean :math:`\sum_i w_i A_i / \sum_i w_i` of operators of one size, dtype and device.
+
+    E.g. the average perceptual metric over many latents (Wang & Ponce's "average Hessian"), or a
+    curvature averaged over several data sets. Matrix-free: one product of every operator per product.
+
+    Args:
+        operators: The operators, at least one.
+        weights: Non-negative weights, one per operator, not all zero (default: equal weights).
+
+    Raises:
+        ValueError: No operator, a weight count that differs, or negative / non-finite weights or all zero.
+    """
+    operators = list(operators)
+    if not operators:
+        raise ValueError("mean_operator needs at least one operator")
+    weights = [1.0] * len(operators) if weights is None else [_real_scalar(w, "a weight") for w in weights]
+    if len(weights) != len(operators):
+        raise ValueError(f"mean_operator got {len(operators)} operators and {len(weights)} weights")
+    total = math.fsum(weights)
+    if any(w < 0 for w in weights) or not total > 0:
+        raise ValueError("mean_operator's weights must be non-negative and not all zero")
+    return LinearCombination(tuple((w / total, op) for w, op in zip(weights, operators)))
+
+
+def _flat_terms(op: CurvatureOperator, c: float) -> tuple[tuple[float, CurvatureOperator], ...]:
+    """``c * op`` as combination terms: the terms of an unshifted combination (scaled by c), else ``((c, op),)``."""
+    if isinstance(op, LinearCombination) and op.shift == 0.0:
+        return tuple((c * ci, opi) for ci, opi in op.terms)
+    return ((c, op),)
 
 
 def _real_scalar(c: object, what: str) -> float:
