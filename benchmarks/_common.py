@@ -108,6 +108,28 @@ def write_json(name: str, payload: dict) -> Path:
     return write_json_atomic(RESULTS / f"{name}.json", payload)
 
 
+def peer_versions(names: Sequence[str]) -> dict[str, str]:
+    """The installed version of each peer package (``"not installed"`` where it is missing)."""
+    import importlib.metadata
+
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def publish(name: str, payload: dict, render: Callable[[dict, Path], str], *, doc: bool = True) -> Path:
+    """Write the JSON of a benchmark, then (with ``doc``) its section of docs/benchmarks.md, and say so."""
+    path = write_json(name, payload)
+    if doc:
+        update_doc_section(name, render(payload, path))
+    print(f"wrote {path} in {payload['seconds']:.0f} s")
+    return path
+
+
 def fmt(value: Any) -> str:
     """A table cell: floats to three significant figures (scientific below 1e-3), None and NaN as '-', booleans yes/no."""
     if value is None:

@@ -44,7 +44,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
-import importlib.metadata  # noqa: E402
 import copy  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -58,7 +57,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_average, machine_with_load, markdown_table, update_doc_section, write_json  # noqa: E402
+from _common import load_average, machine_with_load, markdown_table, peer_versions, publish  # noqa: E402
 
 from hvp_explore import (  # noqa: E402
     ConvergenceWarning,
@@ -372,18 +371,10 @@ def main(argv=None):
         rows.sort(key=lambda r: order[r["case"]])
         summary.sort(key=lambda r: order[r["case"]])
         command = f"{old['command']}, then {command} (cases {', '.join(args.cases)} rerun)"
-    peers = {}
-    for name in ("hessian-eigenthings", "curvlinops-for-pytorch"):
-        try:
-            peers[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            peers[name] = "not installed"
+    peers = peer_versions(("hessian-eigenthings", "curvlinops-for-pytorch"))
     payload = {"command": command.strip(), "machine": machine_with_load(load_at_start), "k": K, "tol": TOL, "peers": peers,
                "seconds": time.perf_counter() - start, "summary": summary, "rows": rows}
-    path = write_json("peers", payload)
-    if not args.no_doc:
-        update_doc_section("peers", render(payload, path))
-    print(f"wrote {path} in {payload['seconds']:.0f} s")
+    publish("peers", payload, render, doc=not args.no_doc)
 
 
 def render(payload, path) -> str:

@@ -35,8 +35,9 @@ def test_examples_run(doc, monkeypatch, capsys):
     runnable = [b for b in blocks if "print(" in b]  # API listings without output are not examples
     assert runnable, f"{doc} has no runnable example"
     monkeypatch.chdir(ROOT)
+    namespace = {"__name__": "__doc_example__"}  # one session per page: a guide's examples build on each other
     for code in runnable:
-        exec(compile(code, doc, "exec"), {"__name__": "__doc_example__"})
+        exec(compile(code, doc, "exec"), namespace)
     out = capsys.readouterr().out
     assert out.strip(), "the examples print their results"
 

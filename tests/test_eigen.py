@@ -16,6 +16,7 @@ from conftest import MatrixOperator, TinyConvGenerator, spectrum_matrix
 
 from hvp_explore import (ConvergenceWarning, choose_solver, measurement_hessian, perceptual_hessian, subspace_cosines,
                          top_eigenpairs)
+from hvp_explore.eigen.solvers import static_block
 from hvp_explore.metrics import PixelMetric
 
 ITERATIVE = ["arpack", "lanczos", "lobpcg", "block-krylov"]
@@ -133,10 +134,11 @@ def test_auto_picks_by_cost_and_records_its_choice():
     result = top_eigenpairs(short, 4, tol=TOL)
     assert result.solver == "jacobian" and "no more than block Krylov" in result.info["auto"]  # no probe needed
     assert result.matvecs == 4
-    big, _ = power_law_operator(n=400)  # no residual form, n large: block Krylov (static model)
-    assert choose_solver(big, 10)[0] == "block-krylov:8"
-    static = top_eigenpairs(big, 10, tol=TOL, probe=False)
-    assert static.solver == "block-krylov" and static.info["block"] == 8 and static.all_converged
+    big, _ = power_law_operator(n=400)  # no residual form, n large: block Krylov (static model), blocks of about 0.4 k
+    assert choose_solver(big, 10)[0] == "block-krylov:4" and choose_solver(big, 30)[0] == "block-krylov:8"
+    static = top_eigenpairs(big, 10, tol=TOL)  # probe=False is the default
+    assert static.solver == "block-krylov" and static.info["block"] == 4 and static.all_converged
+    assert [static_block(k) for k in (1, 2, 5, 10, 20, 50)] == [1, 1, 2, 4, 8, 8]
     small, _ = power_law_operator(n=30)  # n small: the dense matrix is cheaper
     assert choose_solver(small, 10)[0] == "dense"
 
@@ -221,9 +223,8 @@ def test_auto_starts_block_krylov_from_its_probe():
     op, _ = power_law_operator(n=300, alpha=1.5, seed=7)
     H = op.dense()
     op.reset_counters()
-    result = top_eigenpairs(op, 10, solver="auto", tol=TOL, seed=0)
+    result = top_eigenpairs(op, 10, solver="auto", tol=TOL, seed=0, probe=True)
     check_against_dense(result, H, 10)
-    assert result.info["auto"].startswith("measured") and result.matvecs + result.check_matvecs == op.num_matvecs
     assert result.info["products"] == result.matvecs >= 11  # the probe's 11 products included
     cost = measure_cost(op)  # cached: no new products
     assert op.num_matvecs == result.matvecs + result.check_matvecs and cost.single > 0 and cost.block > 0

@@ -206,6 +206,9 @@ def test_operator_contract_holds(problem):
     w = torch.linalg.eigvalsh(Hd)
     assert torch.allclose(both.values, torch.cat([w.flip(0)[:2], w[:2].flip(0)]), atol=1e-8 * float(w.abs().max()))
     assert H.memory_block() >= 1 and H.saved_bytes > 0
+    # quadratic forms: the GGN's take the forward-mode product and the output-space form only
+    assert rel(G.quadratic_forms(V), (V * (Gd @ V)).sum(0)) < RTOL and rel(H.quadratic_forms(V), (V * (Hd @ V)).sum(0)) < RTOL
+    assert rel(G.quadratic_forms(V[:, :1]), (V[:, :1] * (Gd @ V[:, :1])).sum(0)) < RTOL
 
 
 def test_a_non_finite_loss_is_named():
@@ -237,3 +240,48 @@ def test_bad_arguments_are_one_line_errors(problem):
     for make, message in cases:
         with pytest.raises(ValueError, match=message):
             make()
+
+
+def test_exact_ggn_diagonal_and_trace(problem):
+    """The per-example diagonal equals the dense GGN's (mean and sum reductions, MSE too)."""
+    model, data, X, y = problem
+    for loss in (nn.CrossEntropyLoss(), nn.CrossEntropyLoss(reduction="sum")):
+        G = loss_ggn(model, loss, data)
+        ref = dense_ggn(model, loss, X, y)
+        assert torch.allclose(G.diagonal(), ref.diagonal(), rtol=1e-10, atol=1e-14)
+        assert G.trace() == pytest.approx(float(ref.trace()), rel=1e-10)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    g = torch.Generator().manual_seed(5)
+    Xr, Yr = torch.randn(9, 3, generator=g, dtype=torch.float64), torch.randn(9, 2, generator=g, dtype=torch.float64)
+    G = loss_ggn(net, nn.MSELoss(), [(Xr[:4], Yr[:4]), (Xr[4:], Yr[4:])], block_size=1)
+    assert torch.allclose(G.diagonal(), dense_ggn(net, nn.MSELoss(), Xr, Yr).diagonal(), rtol=1e-10, atol=1e-14)
+
+
+def test_exact_diagonal_refuses_a_loss_that_is_not_per_example(problem):
+    model, data, _, _ = problem
+
+    def batch_max_loss(outputs, targets):  # the worst example's loss: not a mean of per-example losses
+        return nn.functional.cross_entropy(outputs, targets, reduction="none").max()
+
+    with pytest.raises(ValueError, match="mean \\(or sum\\) of per-example losses"):
+        loss_ggn(model, batch_max_loss, data).diagonal()
+
+
+def test_the_ggn_as_control_variate_of_the_hessian_trace(problem):
+    """tr H = tr G + tr(H - G): unbiased, its 95% intervals cover the dense trace (at this untrained point H is far from
+    G: the budget, not the tolerance, ends most runs; benchmarks/curvature.py measures the gain near a minimum)."""
+    from hvp_explore import estimate_trace
+
+    model, data, X, y = problem
+    loss = nn.CrossEntropyLoss()
+    H, G = loss_hessian(model, loss, data), loss_ggn(model, loss, data)
+    true = float(dense_loss_hessian(model, loss, X, y).trace())
+    # 100 seeds: P(at most 89 of 100 intervals cover | 95% each) = 1.1%
+    runs = [estimate_trace(H, control=G, method="hutchinson", rtol=0.05, max_matvecs=200, seed=s, diagonal=True)
+            for s in range(100)]
+    assert sum(r.contains(true) for r in runs) >= 90
+    assert all(r.control_part == pytest.approx(G.trace()) for r in runs)
+    assert all(float(r.diagonal.sum()) == pytest.approx(r.estimate, rel=1e-9) for r in runs)
+    with pytest.raises(ValueError, match="control must have an exact diagonal"):
+        estimate_trace(H, control=H)

@@ -422,3 +422,24 @@ def test_to_linear_operator_enters_gpytorch_routines():
     assert abs(logdet - exact) < 0.05 * abs(exact)  # stochastic Lanczos quadrature: a few percent
     assert op.num_matvecs > 0
     assert rel(L.matmul(b[:, 0]), M @ b[:, 0]) < 1e-14 and rel(L @ b[None], (M @ b)[None]) < 1e-14  # vectors, batches
+
+
+def test_quadratic_forms_match_the_dense_matrices(matrix_pair):
+    """v^T A v of each column: by products for any operator, by ||J v||^2 (forward mode only) for Gauss-Newton ones,
+    term by term for combinations."""
+    (A, MA), (B, MB) = matrix_pair
+    V = torch.randn(9, 4, generator=rng(), dtype=torch.float64)
+    combo = (A - 0.5 * B).shifted(0.3)
+    M = MA - 0.5 * MB + 0.3 * torch.eye(9, dtype=torch.float64)
+    assert rel(combo.quadratic_forms(V), (V * (M @ V)).sum(0)) < 1e-14
+    assert combo.num_matvecs == 4 and A.num_matvecs == 4
+    gen = TinyConvGenerator()
+    z0 = torch.randn(16, generator=rng(), dtype=torch.float64)
+    H_Y = measurement_hessian(gen, torch.nn.AvgPool2d(2), z0)
+    J = torch.autograd.functional.jacobian(lambda z: torch.nn.AvgPool2d(2)(gen(z[None])).reshape(-1), z0)
+    W = torch.randn(16, 5, generator=rng(1), dtype=torch.float64)
+    assert rel(H_Y.quadratic_forms(W), (J @ W).pow(2).sum(0)) < 1e-12
+    assert rel(H_Y.quadratic_forms(W[:, :1]), (J @ W[:, :1]).pow(2).sum(0)) < 1e-12  # the single-vector route
+    assert isinstance(A.quadratic_forms(V.numpy()), np.ndarray)
+    with pytest.raises(ValueError, match="quadratic_forms expects a block"):
+        A.quadratic_forms(V[:5])

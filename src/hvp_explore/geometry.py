@@ -34,7 +34,7 @@ import torch
 from hvp_explore.eigen.solvers import exact_route, top_eigenpairs
 from hvp_explore.exploration.steps import default_eta_max, geometric_eta_max, perceptual_budget
 from hvp_explore.io._progress import progress_bar
-from hvp_explore.operators.base import frozen_modules, mean_operator
+from hvp_explore.operators.base import frozen_modules, mean_operator, module_dtype_device
 from hvp_explore.operators.curvature import perceptual_hessian
 from hvp_explore.settings import (DEFAULT_GEOMETRY_AXES, DEFAULT_GEOMETRY_K, DEFAULT_GEOMETRY_LATENTS, DEFAULT_GEOMETRY_SPAN,
                                   DEFAULT_GEOMETRY_STRIP_LATENTS, DEFAULT_GEOMETRY_STRIP_STEPS, DEFAULT_TOL)
@@ -156,7 +156,7 @@ def latent_geometry(generator: Callable, metric: Callable, *, latents: int | tor
         if n < 2:
             raise ValueError("the generator has no latent_dim: pass the latents (L, n)")
         Z = torch.randn(latents, n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    dtype, device = _module_dtype_device(generator)
+    dtype, device = module_dtype_device(generator) or (torch.float32, torch.device("cpu"))
     Z = Z.to(device=device, dtype=dtype)
     L = Z.shape[0]
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < n:
@@ -238,13 +238,6 @@ def latent_geometry(generator: Callable, metric: Callable, *, latents: int | tor
         strip_steps=steps.cpu(), dense=bool(dense), matvecs=matvecs, seconds=seconds,
         converged=torch.tensor(converged[:L]), info={"solvers": sorted(set(solvers)), "tol": tol, "perceptual_budget": budget,
                                                        "span": span, "average_converged": bool(all(converged[L:]))})
-
-
-def _module_dtype_device(generator: Callable) -> tuple[torch.dtype, torch.device]:
-    from hvp_explore.operators.base import module_dtype_device
-
-    found = module_dtype_device(generator)
-    return found if found is not None else (torch.float32, torch.device("cpu"))
 
 
 def _dense_metric(op) -> torch.Tensor:

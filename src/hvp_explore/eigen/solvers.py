@@ -44,7 +44,8 @@ from hvp_explore.operators.base import CurvatureOperator
 from hvp_explore.settings import DEFAULT_EIGEN_TOL, DEFAULT_SOLVER, DEFAULT_WHICH, SOLVERS, WHICH
 
 __all__ = ["EigenResult", "ConvergenceWarning", "SOLVERS", "WHICH", "SOLVER_REGISTRY", "top_eigenpairs", "choose_solver",
-           "subspace_cosines", "ProductCost", "measure_cost", "krylov_products", "exact_route", "BLOCK_SIZES", "STATIC_BLOCK"]
+           "subspace_cosines", "ProductCost", "measure_cost", "krylov_products", "exact_route", "static_block", "BLOCK_SIZES",
+           "STATIC_BLOCK"]
 
 #: Solver name -> implementation, for every name of :data:`SOLVERS` but ``"auto"`` (which picks one of
 #: these). Each takes ``(op, k, *, tol, gen, max_matvecs, oversample)`` and returns ``(values, vectors, info)``.
@@ -62,27 +63,42 @@ SOLVER_REGISTRY: dict[str, Callable[..., _methods.Solution]] = {
 # product is about 2.5 units; block Krylov's products come from krylov_products().
 GGN_PRODUCT_COST = 2.5
 
-#: Block size of block Krylov when ``auto`` does not probe (``probe=False``): the fastest block for the
-#: top 20 of H_X on the default (n = 512) and the random conv generator (n = 2048), one thread and two
-#: (benchmarks/peers.py, docs/benchmarks.md).
+#: Largest block of block Krylov when ``auto`` does not probe (``probe=False``, the default): the fastest block
+#: for the top 20 of H_X on the default (n = 512) and the random conv generator (n = 2048), one thread and two
+#: (benchmarks/peers.py, docs/benchmarks.md); fewer pairs take smaller blocks (:func:`static_block`).
 STATIC_BLOCK = 8
+
+
+def static_block(k: int) -> int:
+    """The block of block Krylov without a probe: about 0.4 k, at least 1 and at most :data:`STATIC_BLOCK`.
+
+    8 was the fastest block for the top 20 of H_X (benchmarks/peers.py); for the top 5 of a CNN's loss Hessian,
+    blocks of 1 to 4 took 1.0-1.1 s (15-28 products) and blocks of 5 and 8 1.33 s (35 and 40 products): a block
+    much wider than the pairs wanted buys little convergence for its products.
+    """
+    return max(1, min(STATIC_BLOCK, round(0.4 * k)))
 
 #: Block sizes ``auto`` considers for block Krylov.
 BLOCK_SIZES = (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 
-# Products of block Krylov per wanted pair, by block size: the top 20 of H_X of the embedded default at
+# Products of block Krylov per wanted pair, by block size: the top 20 (_TABLE_K) of H_X of the embedded default at
 # tol 1e-3 (35 products at b = 1, 41 at 2, 50 at 4, 64 at 8, 72 at 12, 90 at 16, 100 at 20, 120 at 30).
+_TABLE_K = 20
 _KRYLOV_PRODUCTS_PER_PAIR = ((1, 1.75), (2, 2.05), (4, 2.5), (8, 3.2), (12, 3.6), (16, 4.5), (20, 5.0), (32, 6.5), (64, 10.0))
 
 
 def krylov_products(k: int, block: int) -> float:
     """Products block Krylov needs for the top k with blocks of ``block`` (interpolated in log b from measurements).
 
-    Steep generator spectra are alike, and the model only has to rank block sizes for ``auto``.
+    The measurements are of the top 20; what a block costs depends on its size relative to k, so a block b
+    for k pairs is read at ``b * 20 / k`` (a block of 8 for the top 5 costs as a block of 32 for the top 20:
+    measured on the loss Hessian of a 2,202-parameter CNN, 15 products at b = 1, 20 at 2, 28 at 4, 40 at 8, in
+    the table's proportions). Steep spectra are alike, and the model only has to rank block sizes for ``auto``.
     """
     sizes = [b for b, _ in _KRYLOV_PRODUCTS_PER_PAIR]
-    ratio = float(np.interp(math.log2(block), np.log2(sizes), [r for _, r in _KRYLOV_PRODUCTS_PER_PAIR]))
+    relative = max(block * _TABLE_K / max(k, 1), 1.0)
+    ratio = float(np.interp(math.log2(relative), np.log2(sizes), [r for _, r in _KRYLOV_PRODUCTS_PER_PAIR]))
     return max(k * ratio, float(block))
 
 
@@ -253,7 +269,8 @@ def choose_solver(op: CurvatureOperator, k: int, *, oversample: int | None = Non
     n = op.shape[0]
     p = min(n, k + (oversample if oversample is not None else max(10, k // 2)))
     if cost is None:
-        costs = {"dense": n * GGN_PRODUCT_COST, f"block-krylov:{STATIC_BLOCK}": krylov_products(k, STATIC_BLOCK) * GGN_PRODUCT_COST}
+        block = static_block(k)
+        costs = {"dense": n * GGN_PRODUCT_COST, f"block-krylov:{block}": krylov_products(k, block) * GGN_PRODUCT_COST}
         if hasattr(op, "jacobian"):
             costs["jacobian"] = float(op.residual_dim)
         choice = min(costs, key=costs.get)
@@ -274,13 +291,13 @@ def choose_solver(op: CurvatureOperator, k: int, *, oversample: int | None = Non
 
 
 def exact_route(op: CurvatureOperator, k: int) -> tuple[str, str] | None:
-    """``jacobian`` or ``dense`` when it needs no more batched products than block Krylov with blocks of 8.
+    """``jacobian`` or ``dense`` when it needs no more products than block Krylov with its static block.
 
-    Blocks of 8 already batch well, and the Jacobian's min(m, n) half-products (or the dense matrix's n
+    Those blocks already batch well, and the Jacobian's min(m, n) half-products (or the dense matrix's n
     products) come in the largest batches memory allows: no timing can make block Krylov cheaper then,
-    and the probe itself (11 products, a second on the face generator) is saved.
+    and a probe (11 products, a second on the face generator) is saved.
     """
-    n, krylov = op.shape[0], krylov_products(k, 8)
+    n, krylov = op.shape[0], krylov_products(k, static_block(k))
     if hasattr(op, "jacobian") and 0.5 * min(op.residual_dim, n) <= krylov:
         return "jacobian", f"min(m, n) = {min(op.residual_dim, n)} half-products, no more than block Krylov's ~{krylov:.0f}"
     if n <= krylov:
@@ -302,7 +319,7 @@ def _check_k(op: CurvatureOperator, k: int, solver: str) -> None:
 
 def top_eigenpairs(op: CurvatureOperator, k: int, *, solver: str = DEFAULT_SOLVER, tol: float = DEFAULT_EIGEN_TOL, seed: int = 0,
                    max_matvecs: int | None = None, oversample: int | None = None, block: int | None = None,
-                   probe: bool = True, warn: bool = True, which: str = DEFAULT_WHICH) -> EigenResult:
+                   probe: bool = False, warn: bool = True, which: str = DEFAULT_WHICH) -> EigenResult:
     r"""k eigenpairs of a symmetric operator from one or both ends of its spectrum (the largest by default), matrix-free.
 
     Args:
@@ -313,27 +330,28 @@ def top_eigenpairs(op: CurvatureOperator, k: int, *, solver: str = DEFAULT_SOLVE
             ``"both"`` (``ceil(k/2)`` from the top and ``floor(k/2)`` from the bottom, descending); scipy's
             ``"LA"``, ``"SA"``, ``"LM"``, ``"BE"`` are accepted. ``"lobpcg"`` finds one end only (largest or
             smallest) and says so; every other solver takes every ``which``.
-        solver: One of :data:`SOLVERS`. ``"auto"`` times one product and one block of the operator
-            (:func:`measure_cost`, once per operator; those products count in ``matvecs``) and runs the
-            cheapest solver and block size by :func:`choose_solver`: its choice depends on timings, so
-            pass ``probe=False`` (or an explicit solver and ``block``) for bit-for-bit reproducible runs.
+        solver: One of :data:`SOLVERS`. ``"auto"`` takes the exact route when it needs no more products than a
+            Krylov solve (:func:`exact_route`), else block Krylov with :func:`static_block`; with ``probe=True``
+            it times one product and one block of the operator first (:func:`measure_cost`, once per operator;
+            those products count in ``matvecs``) and runs the cheapest solver and block size by
+            :func:`choose_solver`, a choice that depends on timings.
         tol: Relative tolerance: pairs with :math:`\|H v - \lambda v\| \le tol\,|\lambda|` are converged.
         seed: Seeds the start vectors (deterministic results on CPU for a given solver and block).
         max_matvecs: Product budget of the iterative solvers; ``None`` = the solver's own limit.
         oversample: Extra tracked Ritz pairs of ``"block-krylov"`` and block columns of ``"lobpcg"``
             (default max(10, k/2) and max(5, k/2)).
         block: Block size of ``"block-krylov"`` (default k + oversample; ``"auto"`` chooses it).
-        probe: Whether ``"auto"`` times a probe; ``False`` chooses by a static model of product counts
-            (:func:`choose_solver` without a cost, block Krylov with :data:`STATIC_BLOCK`), so the same
-            seed gives the same result on every run. The pipeline and the command line use ``False``.
+        probe: Whether ``"auto"`` times a probe (``True``) or chooses by a static model of product counts (``False``,
+            the default: :func:`choose_solver` without a cost), so the same seed gives the same result on every
+            run. The probe's dozen products cost more than its choice saves on cheap operators and small k.
         warn: Emit a :class:`ConvergenceWarning` when some pairs are unconverged.
 
     Returns:
         An :class:`EigenResult`. Non-convergence never raises: unconverged pairs are returned with
         ``converged`` False (and fewer than k pairs only when ARPACK gave up before finding them).
         A pair is converged when its residual is at most ``tol * |lambda_i|``, or at most the rounding
-        level of the products (:func:`~hvp_explore.eigen._methods.floor_level`, one machine epsilon of
-        :math:`\lambda_1`); pairs that pass only by that floor are listed in ``info["floor"]``.
+        level of the products (:func:`~hvp_explore.eigen._methods.floor_level`, one machine epsilon of the
+        largest :math:`|\lambda|` the solver saw); pairs that pass only by that floor are listed in ``info["floor"]``.
 
     Raises:
         ValueError: Unknown solver or ``which``, a ``which`` the solver cannot find, k out of range, or a block below 1.

@@ -157,23 +157,47 @@ class CurvatureOperator(ABC):
             return out.cpu().numpy().astype(V.dtype, copy=False)
         return out
 
-    def _blockwise(self, V: torch.Tensor) -> torch.Tensor:
-        """``_matmat`` on chunks of at most ``block_size`` columns of ``V``, counted, outputs detached.
+    def quadratic_forms(self, V: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+        r"""The quadratic forms :math:`v_i^T A v_i` of the columns of a block ``V`` (n, b): a (b,) vector.
+
+        What a trace estimate needs of each probe. By default :math:`\sum (V \odot A V)` over rows; operators
+        that compute a form more cheaply than a product override ``_quadratic`` (a Gauss-Newton operator:
+        :math:`\|J v\|^2`, one forward-mode pass instead of a forward and a reverse one). Counted as products.
+        """
+        if V.ndim != 2 or V.shape[0] != self._n:
+            raise ValueError(f"quadratic_forms expects a block of shape ({self._n}, b), got {tuple(V.shape)}")
+        as_numpy = isinstance(V, np.ndarray)
+        Vt = torch.as_tensor(V).to(device=self._device, dtype=self._dtype)
+        with frozen_modules(*self._modules):
+            out = self._blockwise(Vt, quadratic=True)
+        if not torch.isfinite(out).all():
+            raise NonFiniteError(f"{self.name}: a quadratic form produced NaN or inf")
+        return out.cpu().numpy().astype(V.dtype, copy=False) if as_numpy else out
+
+    def _quadratic(self, V: torch.Tensor) -> torch.Tensor:
+        """The (b,) forms :math:`v_i^T A v_i` of a block (operator's dtype and device); default: from the products."""
+        return (V * self._matmat(V)).sum(dim=0)
+
+    def _blockwise(self, V: torch.Tensor, *, quadratic: bool = False) -> torch.Tensor:
+        """``_matmat`` (or ``_quadratic``) on chunks of at most ``block_size`` columns of ``V``, counted, outputs detached.
 
         The caller has converted ``V`` and frozen the modules; a :class:`LinearCombination` calls this on
         its terms, so each term keeps its own memory budget and product counters.
         """
         b = V.shape[1]
         step = self.block_size or self.memory_block() or max(b, 1)
+        apply = self._quadratic if quadratic else self._matmat
         blocks = []
         for start in range(0, b, step):
             chunk = V[:, start : start + step]
-            blocks.append(self._matmat(chunk).detach())
+            blocks.append(apply(chunk).detach())
             self.num_matvecs += chunk.shape[1]
             self.num_calls += 1
         if len(blocks) == 1:  # no copy: a single-vector Krylov solve calls this dozens of times
             return blocks[0]
-        return torch.cat(blocks, dim=1) if blocks else V.new_zeros(self._n, 0)
+        if not blocks:
+            return V.new_zeros(0) if quadratic else V.new_zeros(self._n, 0)
+        return torch.cat(blocks, dim=-1)
 
     def memory_block(self) -> int | None:
         """Largest batch the memory budget allows when ``block_size`` is unset (``None``: no limit is known).
@@ -425,6 +449,11 @@ class LinearCombination(CurvatureOperator):
             product = product if c == 1.0 else c * product
             out = product if out is None else out + product
         return out + self._shift * V if self._shift else out
+
+    def _quadratic(self, V: torch.Tensor) -> torch.Tensor:
+        # each term's own (possibly cheaper) forms: v^T C v = sum_i c_i v^T A_i v + s ||v||^2
+        out = sum(c * op._blockwise(V, quadratic=True) for c, op in self._terms)
+        return out + self._shift * V.pow(2).sum(dim=0) if self._shift else out
 
 
 def _combination_name(terms: tuple[tuple[float, CurvatureOperator], ...], shift: float) -> str:

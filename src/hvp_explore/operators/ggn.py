@@ -125,6 +125,12 @@ class GaussNewtonOperator(CurvatureOperator):
             return self._vjp(self._single_jvp(V[:, 0])).reshape(-1, 1)
         return self._batched_vjp(self._batched_jvp(V.T.contiguous())).T
 
+    def _quadratic(self, V: torch.Tensor) -> torch.Tensor:
+        # v^T J^T J v = ||J v||^2: the forward-mode half of a product
+        if V.shape[1] == 1:
+            return self._single_jvp(V[:, 0]).pow(2).sum().reshape(1)
+        return self._batched_jvp(V.T.contiguous()).pow(2).sum(dim=1)
+
     @property
     def saved_bytes(self) -> int:
         if self._saved_bytes is None:
