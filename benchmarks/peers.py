@@ -3,9 +3,10 @@
 For each case (generator x metric) and each thread count (1 and 2) one process times, on the same latent
 point, the same operator and the same tolerance (tol = 1e-3 relative, ``which = "LA"``, k = 20):
 
-1. ``ours`` - :func:`hvp_explore.top_eigenpairs` with ``solver="auto"`` (a measured probe picks the solver
-   and the block size; its products count), and block Krylov with blocks of 1 and 8 (auto alone on the
-   face and BigGAN cases, where one solve takes seconds to a minute);
+1. ``ours`` - :func:`hvp_explore.top_eigenpairs` with every default (``solver="auto"``: the exact route when
+   it is no dearer, else block Krylov with a static block, handed to ARPACK when its first, timed, block shows
+   a cheap operator), and block Krylov with blocks of 1 and 8 (auto alone on the face and BigGAN cases,
+   where one solve takes seconds to a minute);
 2. ``gan-geometry`` - the baseline a researcher writes (GAN-Geometry's ``BackwardIter``): the gradient
    of the distance built once with ``create_graph=True`` on the user's modules, then scipy ``eigsh`` on
    single-vector double-backprop products (:func:`gan_geometry_eigsh`, a dozen lines);
@@ -24,7 +25,12 @@ cost less, and the table reports how far each method is from it.
 Cases: the embedded default (Fashion-MNIST DCGAN, n = 512, fmnist metric), a random conv generator with
 n = 2048 (the default's architecture, seeded weights, batch-norm statistics of its own activations),
 the face generator (n = 100, effnet metric) and BigGAN-deep-128's architecture with random weights
-(n = 256, effnet metric); H_Y (super-resolution x4) on the first two.
+(n = 256, effnet metric); H_Y (super-resolution x4) on the first two; and a cheap operator, where every fixed
+cost of a solve shows: the Hessian of the extended Rosenbrock function at n = 2000 (``rosenbrock``, ``H``,
+double backprop on both sides, curvlinops' ``HessianLinearOperator``, a dense float64 reference).
+
+The regression check: the default (``ours-auto``) must never be slower than the GAN-Geometry loop (column
+``auto <= 1``; ``--check`` exits 1 when it is, issue #22).
 
 The peers are benchmark extras, not dependencies: ``pip install --no-deps --pre hessian-eigenthings==1.0.0a5
 curvlinops-for-pytorch==3.0.1 backpack-for-pytorch einops einconv opt-einsum`` (``--no-deps`` so that pip
@@ -63,6 +69,7 @@ from hvp_explore import (  # noqa: E402
     ConvergenceWarning,
     SuperResolution,
     load_metric,
+    hessian_operator,
     measurement_hessian,
     perceptual_hessian,
     subspace_cosines,
@@ -72,7 +79,9 @@ from hvp_explore.generators import biggan_from_config, load_generator  # noqa: E
 from hvp_explore.generators.dcgan import DCGANGenerator  # noqa: E402
 
 K, TOL = 20, 1e-3
-CASES = ("default", "conv2048", "faces", "biggan")
+CASES = ("default", "conv2048", "faces", "biggan", "rosenbrock")
+#: The extended Rosenbrock function's size: a cheap operator, where any fixed cost of a solve shows.
+ROSENBROCK_N = 2000
 OURS = (("ours-auto", "auto", None), ("ours-bk1", "block-krylov", 1), ("ours-bk8", "block-krylov", 8))
 
 
@@ -96,7 +105,9 @@ def random_conv_generator(n: int = 2048, seed: int = 0) -> DCGANGenerator:
 
 
 def build_case(name: str):
-    """(generator, metric, z0, forward or None) of a case, all frozen, in float32."""
+    """(generator, metric, z0, forward or None) of a case, all frozen, in float32 (no modules for ``rosenbrock``)."""
+    if name == "rosenbrock":  # a point where the Hessian is indefinite and its top eigenvalues spread out
+        return None, None, torch.linspace(-0.3, 0.9, ROSENBROCK_N), None
     if name == "default":
         G, metric = load_generator("default"), load_metric("fmnist")
     elif name == "conv2048":
@@ -117,7 +128,14 @@ def build_case(name: str):
 
 
 def residual_fn(op_name, G, metric, forward, z0):
-    """r(z) on the user's modules (no folding: the peers get the modules as a researcher has them), and r's zero point."""
+    """r(z) on the user's modules (no folding: the peers get the modules as a researcher has them), and r's zero point.
+
+    ``H`` (the ``rosenbrock`` case): the extended Rosenbrock function as a sum of squares,
+    :math:`f = \sum_i 100 (z_{i+1} - z_i^2)^2 + (1 - z_i)^2 = \tfrac12 \|r\|^2`; its residual does not vanish, so
+    the operator is the Hessian of :math:`f` (double backprop), not :math:`J^T J`.
+    """
+    if op_name == "H":
+        return lambda z: 2 ** 0.5 * torch.cat([10 * (z[1:] - z[:-1] ** 2), 1 - z[:-1]])
     with torch.no_grad():
         if op_name == "H_Y":
             y0 = forward(G(z0[None]))
@@ -127,11 +145,17 @@ def residual_fn(op_name, G, metric, forward, z0):
 
 
 def our_operator(op_name, G, metric, forward, z0):
+    if op_name == "H":
+        residual = residual_fn("H", G, metric, forward, z0)
+        return hessian_operator(lambda z: 0.5 * residual(z).pow(2).sum(), z0)
     return measurement_hessian(G, forward, z0) if op_name == "H_Y" else perceptual_hessian(G, metric, z0)
 
 
 def reference(op_name, G, metric, forward, z0):
     """Dense float64 eigendecomposition of J^T J, J the float64 Jacobian of float64 copies of the modules (not timed)."""
+    if op_name == "H":
+        w, V = torch.linalg.eigh(our_operator(op_name, G, metric, forward, z0.double()).dense())
+        return w.flip(0), V.flip(1)
     G64, m64 = copy.deepcopy(G).double(), copy.deepcopy(metric).double()
     f64 = None if forward is None else copy.deepcopy(forward).double()
     J = our_operator(op_name, G64, m64, f64, z0.double()).jacobian()  # min(m, n) rows or columns, batched
@@ -193,13 +217,14 @@ def eigenthings_lanczos(residual, z0, k=K, tol=TOL):
     return values[order], result.eigenvectors.double().T[:, order], count[0]
 
 
-def curvlinops_eigsh(residual, z0, k=K, tol=TOL):
-    from curvlinops import GGNLinearOperator
+def curvlinops_eigsh(residual, z0, k=K, tol=TOL, *, hessian=False):
+    from curvlinops import GGNLinearOperator, HessianLinearOperator
 
     model = _LatentModel(residual, z0)
     m = residual(z0).numel()
     X, y = torch.zeros(1, 1), torch.zeros(1, m)
-    ggn = GGNLinearOperator(model, nn.MSELoss(reduction="sum"), [model.z], [(X, y)], check_deterministic=False)
+    kind = HessianLinearOperator if hessian else GGNLinearOperator
+    ggn = kind(model, nn.MSELoss(reduction="sum"), [model.z], [(X, y)], check_deterministic=False)
     scipy_op = (0.5 * ggn).to_scipy(np.float64)  # MSE(sum) has Hessian 2 I: half of it is J^T J
     count = [0]
     matvec = scipy_op.matvec
@@ -273,7 +298,7 @@ def floor_seconds(op_name, G, metric, forward, z0):
 
 def run_case(case, threads_list, *, rounds, slow):
     G, metric, z0, forward = build_case(case)
-    ops = ["H_X"] + (["H_Y"] if forward is not None else [])
+    ops = ["H"] if case == "rosenbrock" else ["H_X"] + (["H_Y"] if forward is not None else [])
     rows, summary = [], []
     for op_name in ops:
         torch.set_num_threads(max(threads_list))
@@ -287,7 +312,7 @@ def run_case(case, threads_list, *, rounds, slow):
                    for label, solver, block in OURS if not slow or solver == "auto"]
         methods += [("gan-geometry", lambda: gan_geometry_eigsh(residual, z0)),
                     ("eigenthings", lambda: eigenthings_lanczos(residual, z0)),
-                    ("curvlinops", lambda: curvlinops_eigsh(residual, z0))]
+                    ("curvlinops", lambda: curvlinops_eigsh(residual, z0, hessian=op_name == "H"))]
         for threads in threads_list:
             torch.set_num_threads(threads)
             # warm-up: torch's first forward-mode and double-backward calls in a process compile helpers
@@ -333,6 +358,7 @@ def run_case(case, threads_list, *, rounds, slow):
                             "curvlinops_s": timed.get("curvlinops", {}).get("seconds"),
                             "floor_s": floor, "ratio": best.get("vs_gan_geometry"),
                             "auto_ratio": timed["ours-auto"].get("vs_gan_geometry"),
+                            "auto_never_loses": bool(timed["ours-auto"].get("vs_gan_geometry", 9) <= 1.0),
                             "best_vs_floor": best["seconds"] / floor,
                             "target_met": bool(best.get("vs_gan_geometry", 9) <= 0.2 and accurate),
                             "eig_rel_err": best["eig_rel_err"], "subspace_cos": best["subspace_cos"]})
@@ -346,6 +372,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=5,
                         help="interleaved rounds of every method on the fast cases (median); faces and biggan run once")
     parser.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 when the default (auto) is slower than the GAN-Geometry loop on any case")
     parser.add_argument("--merge", action="store_true",
                         help="keep the other cases' rows of the existing benchmarks/results/peers.json (rerun some cases)")
     args = parser.parse_args(argv)
@@ -375,6 +403,12 @@ def main(argv=None):
     payload = {"command": command.strip(), "machine": machine_with_load(load_at_start), "k": K, "tol": TOL, "peers": peers,
                "seconds": time.perf_counter() - start, "summary": summary, "rows": rows}
     publish("peers", payload, render, doc=not args.no_doc)
+    losses = [f"{r['case']} {r['operator']} {r['threads']}t ({r['auto_ratio']:.2f}x)" for r in summary
+              if (r.get("auto_ratio") or 0) > 1.0]  # rows merged from older runs have no auto_never_loses
+    if losses:
+        print("the default is slower than the GAN-Geometry loop on: " + ", ".join(losses), file=sys.stderr)
+        if args.check:
+            sys.exit(1)
 
 
 def render(payload, path) -> str:
@@ -394,7 +428,7 @@ def render(payload, path) -> str:
               ("best_s", "s"), ("products", "products"), ("passes", "passes"), ("auto_s", "auto s"),
               ("gan_geometry_s", "GAN-Geometry eigsh s"), ("gan_geometry_products", "its products"),
               ("eigenthings_s", "eigenthings s"), ("curvlinops_s", "curvlinops s"), ("ratio", "ratio"),
-              ("auto_ratio", "auto ratio"), ("floor_s", "floor s"), ("best_vs_floor", "best / floor"),
+              ("auto_ratio", "auto ratio"), ("auto_never_loses", "auto <= 1"), ("floor_s", "floor s"), ("best_vs_floor", "best / floor"),
               ("eig_rel_err", "eig err"), ("subspace_cos", "min cos"), ("target_met", "target")]),
           "", "<details><summary>All methods</summary>", "",
           markdown_table([r for r in payload["rows"] if "seconds" in r], [

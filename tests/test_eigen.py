@@ -136,8 +136,8 @@ def test_auto_picks_by_cost_and_records_its_choice():
     assert result.matvecs == 4
     big, _ = power_law_operator(n=400)  # no residual form, n large: block Krylov (static model), blocks of about 0.4 k
     assert choose_solver(big, 10)[0] == "block-krylov:4" and choose_solver(big, 30)[0] == "block-krylov:8"
-    static = top_eigenpairs(big, 10, tol=TOL)  # probe=False is the default
-    assert static.solver == "block-krylov" and static.info["block"] == 4 and static.all_converged
+    static = top_eigenpairs(big, 10, tol=TOL, solver="block-krylov", block=static_block(10))
+    assert static.info["block"] == 4 and static.all_converged  # what auto runs on a dear operator (see below)
     assert [static_block(k) for k in (1, 2, 5, 10, 20, 50)] == [1, 1, 2, 4, 8, 8]
     small, _ = power_law_operator(n=30)  # n small: the dense matrix is cheaper
     assert choose_solver(small, 10)[0] == "dense"
@@ -334,3 +334,41 @@ def test_tiny_top_of_an_indefinite_operator(solver, dtype):
     assert torch.allclose(result.values, values[:3], rtol=0, atol=max(1e-3 * 1e-6, 10 * floor))
     if dtype == torch.float32 and solver != "dense":  # dense: residuals against its own (float32-rounded) matrix
         assert result.info["floor"]["level"] == pytest.approx(floor, rel=0.05)  # ||H||, not lambda_1, sets it
+
+
+def _slow_operator(matrix: torch.Tensor, seconds: float):
+    """A matrix operator whose every batched call takes at least ``seconds`` (a network's products, not a matrix's)."""
+    import time
+
+    from hvp_explore.operators.base import CurvatureOperator
+
+    class _Slow(CurvatureOperator):
+        name = "slow matrix"
+
+        def _matmat(self, V):
+            time.sleep(seconds)
+            return matrix @ V
+
+    return _Slow(matrix.shape[0], dtype=matrix.dtype, device=matrix.device)
+
+
+def test_default_reuses_its_first_block_and_hands_cheap_operators_to_arpack():
+    """Issue #22: the default takes no probe; its first block is timed and either starts block Krylov (no product
+    taken twice) or, when the call was cheap, hands the solve to ARPACK; counted batched calls say which."""
+    from hvp_explore.eigen.solvers import CHEAP_CALL_SECONDS
+
+    cheap, _ = power_law_operator(n=400)
+    H = cheap.dense()
+    cheap.reset_counters()
+    fast = top_eigenpairs(cheap, 10, tol=TOL)
+    check_against_dense(fast, H, 10)
+    assert fast.solver == "arpack" and "a cheap operator, ARPACK" in fast.info["auto"]
+    # the timed block (4 products in 1 call), ARPACK's single products, and one batched call of its residual check
+    assert fast.info["passes"] == 1 + (fast.matvecs - 4) + 1 == cheap.num_calls
+    slow = _slow_operator(H, 2 * CHEAP_CALL_SECONDS)
+    result = top_eigenpairs(slow, 10, tol=TOL)
+    check_against_dense(result, H, 10)
+    assert result.solver == "block-krylov" and result.info["block"] == 4 and "ms" in result.info["auto"]
+    # one batched call per iteration, the first block's included (it is not recomputed); the residuals come free
+    assert result.info["passes"] == result.info["iterations"] == slow.num_calls
+    assert result.matvecs == 4 * result.info["iterations"]

@@ -373,9 +373,10 @@ def block_krylov(op: CurvatureOperator, k: int, *, tol: float, gen: torch.Genera
         Q = orthonormalise(seeded_randn(n, b, gen, device))
         HQ = float64_products(op, Q)
     iterations = 1
+    T = Q.T @ HQ
+    T = 0.5 * (T + T.T)  # the projected matrix, grown by one block per iteration (its full product cost O(n m^2))
     while True:
-        T = Q.T @ HQ
-        theta, S = torch.linalg.eigh(0.5 * (T + T.T))
+        theta, S = torch.linalg.eigh(T)
         scale = _scale(theta)
         tracked = select(theta, p, which)  # the p Ritz pairs of the wanted end(s), in the order returned
         theta, S = theta[tracked], S[:, tracked]
@@ -393,7 +394,11 @@ def block_krylov(op: CurvatureOperator, k: int, *, tol: float, gen: torch.Genera
         new = orthonormalise(grow, Q)[:, : max(budget - Q.shape[1], 0)]
         if new.shape[1] == 0:  # the basis spans an invariant subspace, or the budget is spent
             break
-        Q, HQ = torch.cat([Q, new], dim=1), torch.cat([HQ, float64_products(op, new)], dim=1)
+        H_new = float64_products(op, new)
+        C = 0.5 * (Q.T @ H_new + (new.T @ HQ).T)
+        D = new.T @ H_new
+        T = torch.cat([torch.cat([T, C], dim=1), torch.cat([C.T, 0.5 * (D + D.T)], dim=1)], dim=0)
+        Q, HQ = torch.cat([Q, new], dim=1), torch.cat([HQ, H_new], dim=1)
         iterations += 1
     return theta[wanted], X[:, wanted], {"block": b, "tracked": p, "iterations": iterations, "basis": Q.shape[1],
                                          "HX": HX[:, wanted], "scale": scale}

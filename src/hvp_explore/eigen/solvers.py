@@ -45,7 +45,7 @@ from hvp_explore.settings import DEFAULT_EIGEN_TOL, DEFAULT_SOLVER, DEFAULT_WHIC
 
 __all__ = ["EigenResult", "ConvergenceWarning", "SOLVERS", "WHICH", "SOLVER_REGISTRY", "top_eigenpairs", "choose_solver",
            "subspace_cosines", "ProductCost", "measure_cost", "krylov_products", "exact_route", "static_block", "BLOCK_SIZES",
-           "STATIC_BLOCK"]
+           "STATIC_BLOCK", "CHEAP_CALL_SECONDS"]
 
 #: Solver name -> implementation, for every name of :data:`SOLVERS` but ``"auto"`` (which picks one of
 #: these). Each takes ``(op, k, *, tol, gen, max_matvecs, oversample)`` and returns ``(values, vectors, info)``.
@@ -67,6 +67,14 @@ GGN_PRODUCT_COST = 2.5
 #: for the top 20 of H_X on the default (n = 512) and the random conv generator (n = 2048), one thread and two
 #: (benchmarks/peers.py, docs/benchmarks.md); fewer pairs take smaller blocks (:func:`static_block`).
 STATIC_BLOCK = 8
+
+#: Seconds under which the first batched call of block Krylov marks an operator as cheap: there the solver's own
+#: Rayleigh-Ritz and orthogonalisation (several ms per iteration on a basis of a hundred vectors of length 2,000)
+#: cost more than the products, and ARPACK's single-vector iteration, whose own work per product is a few tens of
+#: microseconds, is faster (the top 10 of the Hessian of an extended Rosenbrock function, n = 2,000: a block of 4
+#: took 1-2 ms, block Krylov 0.25 s in 36 calls, ARPACK 0.06 s; on H_X of the embedded default a block of 8 takes
+#: 20-30 ms and block Krylov wins).
+CHEAP_CALL_SECONDS = 0.005
 
 
 def static_block(k: int) -> int:
@@ -305,6 +313,24 @@ def exact_route(op: CurvatureOperator, k: int) -> tuple[str, str] | None:
     return None
 
 
+def _first_block(op: CurvatureOperator, k: int, block: int, *, seed: int) -> tuple[str, tuple | None, str]:
+    """Block Krylov's first block, its products timed: the solver and start ``auto`` goes on with.
+
+    The block is the one block Krylov would start from (same seed), so nothing is wasted when it goes on;
+    when the call took under :data:`CHEAP_CALL_SECONDS` the operator is cheap and ARPACK takes over
+    (``block`` products spent on the measurement).
+    """
+    n = op.shape[0]
+    V = _methods.orthonormalise(_methods.seeded_randn(n, block, torch.Generator().manual_seed(seed), op.device))
+    t0 = time.perf_counter()
+    HV = _methods.float64_products(op, V)
+    seconds = time.perf_counter() - t0
+    if seconds < CHEAP_CALL_SECONDS and k < n:
+        return "arpack", None, (f"; its first call of {block} products took {seconds * 1e3:.1f} ms < "
+                                f"{CHEAP_CALL_SECONDS * 1e3:g} ms: a cheap operator, ARPACK")
+    return "block-krylov", (V, HV), f"; its first call of {block} products took {seconds * 1e3:.1f} ms"
+
+
 def _check_k(op: CurvatureOperator, k: int, solver: str) -> None:
     n = op.shape[0]
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
@@ -377,6 +403,8 @@ def top_eigenpairs(op: CurvatureOperator, k: int, *, solver: str = DEFAULT_SOLVE
         solver, info["auto"] = choose_solver(op, k, oversample=oversample)
         if solver.startswith("block-krylov:"):
             solver, block = "block-krylov", int(solver.split(":")[1])
+            solver, start, note = _first_block(op, k, block, seed=seed)
+            info["auto"] += note
     elif solver == "auto":
         if op in _COSTS:
             cost = _COSTS[op]

@@ -185,8 +185,12 @@ class CurvatureOperator(ABC):
         its terms, so each term keeps its own memory budget and product counters.
         """
         b = V.shape[1]
-        step = self.block_size or self.memory_block() or max(b, 1)
         apply = self._quadratic if quadratic else self._matmat
+        if b == 1:  # the single-vector path of ARPACK and Lanczos: no chunking (a product costs ~0.3 ms on cheap operators)
+            self.num_matvecs += 1
+            self.num_calls += 1
+            return apply(V).detach()
+        step = self.block_size or self.memory_block() or max(b, 1)
         blocks = []
         for start in range(0, b, step):
             chunk = V[:, start : start + step]
@@ -298,7 +302,8 @@ class CurvatureOperator(ABC):
         def _apply(X: np.ndarray) -> np.ndarray:
             X = np.asarray(X, dtype=dtype)
             squeeze = X.ndim == 1
-            out = self.matmat(torch.from_numpy(X.reshape(self._n, -1).copy()))
+            # no copy: the product is taken before the caller can reuse X's memory (ARPACK's work array)
+            out = self.matmat(torch.from_numpy(np.ascontiguousarray(X.reshape(self._n, -1))))
             out = out.detach().cpu().numpy().astype(dtype, copy=False)
             return out.reshape(-1) if squeeze else out
 
