@@ -245,7 +245,7 @@ class _Estimator:
         if self.exact_whole or len(self.samples) < 2:
             return len(self.samples)
         mean, err = _mean_stderr(self.samples)
-        target = max(atol, rtol * abs(self.offset + self.exact + mean))
+        target = self._target(mean, rtol, atol)
         if not target > 0:
             return math.inf
         inflate = float(scipy.stats.t.ppf(0.975, len(self.samples) - 1)) / 1.959964
@@ -256,7 +256,11 @@ class _Estimator:
         if len(self.samples) < 2:
             return False
         mean, err = _mean_stderr(self.samples)
-        return err <= max(atol, rtol * abs(self.offset + self.exact + mean))
+        return err <= self._target(mean, rtol, atol)
+
+    def _target(self, mean: float, rtol: float, atol: float) -> float:
+        """The standard error asked for: ``max(atol, rtol |estimate|)``, the estimate with the remainder's mean ``mean``."""
+        return max(atol, rtol * abs(self.offset + self.exact + mean))
 
     def result(self, *, method: str, converged: bool, seconds: float, control_diag, info: dict) -> TraceEstimate:
         n = self.op.shape[0]

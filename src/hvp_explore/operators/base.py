@@ -186,10 +186,6 @@ class CurvatureOperator(ABC):
         """
         b = V.shape[1]
         apply = self._quadratic if quadratic else self._matmat
-        if b == 1:  # the single-vector path of ARPACK and Lanczos: no chunking (a product costs ~0.3 ms on cheap operators)
-            self.num_matvecs += 1
-            self.num_calls += 1
-            return apply(V).detach()
         step = self.block_size or self.memory_block() or max(b, 1)
         blocks = []
         for start in range(0, b, step):

@@ -218,21 +218,21 @@ class LossCurvatureOperator(CurvatureOperator):
         # auto: keep the linearisations when all of them fit in half the memory budget
         return self.saved_bytes * len(self._data) <= self._budget() // 2
 
-    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros_like(V)
+    def _over_batches(self, apply: Callable, V: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The batch-weighted sum of ``apply(linearisation, V)`` over the data set, accumulated into ``out``."""
         for linear, weight in self._linearizations():
-            out.add_(self._apply(linear, V), alpha=weight)
+            out.add_(apply(linear, V), alpha=weight)
         return out
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        return self._over_batches(self._apply, V, torch.zeros_like(V))
 
     def _apply_quadratic(self, linear, V: torch.Tensor) -> torch.Tensor:
         """One batch's forms :math:`v_i^T A_b v_i`; default from its products."""
         return (V * self._apply(linear, V)).sum(dim=0)
 
     def _quadratic(self, V: torch.Tensor) -> torch.Tensor:
-        out = V.new_zeros(V.shape[1])
-        for linear, weight in self._linearizations():
-            out.add_(self._apply_quadratic(linear, V), alpha=weight)
-        return out
+        return self._over_batches(self._apply_quadratic, V, V.new_zeros(V.shape[1]))
 
     def clear_cache(self) -> None:
         """Free the kept linearisations (the next product computes them again)."""
