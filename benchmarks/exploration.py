@@ -23,6 +23,7 @@ observations (shipped samples and further Fashion-MNIST test images).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -34,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, default_cases, machine, markdown_table, parse_run_args, update_doc_section, write_json  # noqa: E402
 
-from hvp_explore import load_image, load_metric, measurement_hessian, perceptual_hessian, top_eigenpairs  # noqa: E402
+from hvp_explore import load_image, load_metric, measurement_hessian, perceptual_hessian, top_eigenpairs, unobserved_share  # noqa: E402
 from hvp_explore.data import sample_paths  # noqa: E402
 from hvp_explore.exploration import (  # noqa: E402
     default_eta_max,
@@ -60,20 +61,11 @@ def problems():
 
 
 def free_region_share(problem: str, first: torch.Tensor, images: torch.Tensor) -> float:
-    """Share of the change's energy ||x - x0||^2 in the part of the image the measurements leave free.
-
-    Inpainting: the energy inside the missing box (the box is 25% of the pixels). Super-resolution:
-    the energy of the change minus its 4x4 block means, i.e. of its component in the null space of
-    the area downsampling (an orthogonal split, so the share is in [0, 1]).
-    """
-    diff = images - first
-    total = diff.pow(2).sum().clamp_min(1e-30)
-    if problem == "inpaint":
-        x, y, w, h = BOX
-        return float(diff[..., y : y + h, x : x + w].pow(2).sum() / total)
-    blocks = torch.nn.functional.avg_pool2d(diff, 4)
-    high = diff - torch.nn.functional.interpolate(blocks, scale_factor=4, mode="nearest")
-    return float(high.pow(2).sum() / total)
+    """Share of the change's energy ||x - x0||^2 in the part of the image the measurements leave free: the library's
+    :func:`~hvp_explore.unobserved_share` (``from_first``) with the problem's own operator. Inpainting: the energy
+    inside the missing box (25% of the pixels); super-resolution: of the change's component in the null space of A."""
+    share = unobserved_share(problems()[problem], images, first.reshape(1, *images.shape[1:]))["from_first"]
+    return share if share is not None else float("nan")
 
 
 def changes(G, forward, metric, z0, D, eta):
@@ -87,8 +79,9 @@ def changes(G, forward, metric, z0, D, eta):
 
 
 def min_pixel_difference(images: torch.Tensor) -> float:
+    """Smallest mean absolute pixel difference between two of the images (in [-1, 1]), on the [0, 1] scale."""
     N = images.shape[0]
-    flat = images.flatten(1)
+    flat = (images.flatten(1) + 1) / 2
     d = (flat[:, None, :] - flat[None, :, :]).abs().mean(-1)
     return float(d[~torch.eye(N, dtype=torch.bool)].min()) if N > 1 else float("nan")
 
@@ -138,7 +131,7 @@ def study_case(path: Path, name: str, G, metric, *, K: int, eta_probe: float, se
                     f"{mode}_max_mse": max((s.measurement_mse for s in sols), default=float("nan")),
                     f"{mode}_mean_abs_eta": statistics.fmean(abs(s.eta) for s in sols) if sols else 0.0,
                     f"{mode}_capped": sum(s.status == "capped" for s in sols),
-                    f"{mode}_mean_pixel_change": float((images - inv.image).abs().mean()) if sols else 0.0,
+                    f"{mode}_mean_pixel_change": float((images - inv.image).abs().mean()) / 2 if sols else 0.0,  # [0, 1] scale
                     f"{mode}_mean_perc_first": statistics.fmean(s.perceptual_distance for s in sols) if sols else float("nan"),
                     # perceptual change bought per unit of measurement-MSE increase, at the feasible step
                     f"{mode}_perc_per_meas_step": statistics.fmean(
@@ -170,7 +163,8 @@ def sweep(path: Path, name: str, G, metric, *, seed: int):
     variants = [{"eta_max": math.sqrt(n)}, {"eta_max": math.sqrt(n) / 2}, {"eta_max": 1.5 * math.sqrt(n)}, {"threshold": 0.1},
                 {"threshold": 0.2}, {"K": 20}, {"mode": "generalized"}]
     for v in variants:
-        res = explore(G, forward, y, metric=metric, num_solutions=10, inversion=inv, seed=seed, quiet=True, **v)
+        # the paper's e-GLASS by name: these tables are its claims, whatever the library's default mode
+        res = explore(G, forward, y, metric=metric, num_solutions=10, inversion=inv, seed=seed, quiet=True, **{"mode": "eglass", **v})
         if not res.solutions:
             continue
         N = len(res.solutions)
@@ -181,7 +175,7 @@ def sweep(path: Path, name: str, G, metric, *, seed: int):
                      "feasible": sum(s.feasible for s in res.solutions), "mean_abs_eta": statistics.fmean(abs(s.eta) for s in res.solutions),
                      "mean_perc": statistics.fmean(s.perceptual_distance for s in res.solutions),
                      "min_pairwise_perc": float(res.pairwise[iu[0], iu[1]].min()),
-                     "mean_pixel_change": float((images - inv.image).abs().mean()),
+                     "mean_pixel_change": float((images - inv.image).abs().mean()) / 2,  # [0, 1] scale
                      "free_share": free_region_share(name, inv.image, images)})
     return rows
 
@@ -208,7 +202,7 @@ def k_y_sweep(*, samples: int, test_images: int, ns=(10, 100), seed: int) -> tup
             continue
         for k_y in sorted({max(1, round(n / f)) for f in K_Y_FRACTIONS}):
             for N in ns:
-                res = explore(case.generator, case.forward, case.y, metric=case.metric, num_solutions=N, k_y=k_y, inversion=inv,
+                res = explore(case.generator, case.forward, case.y, metric=case.metric, num_solutions=N, k_y=k_y, inversion=inv, mode="eglass",
                               seed=seed, quiet=True)
                 images = torch.stack([s.image for s in res.solutions])
                 iu = torch.triu_indices(len(images), len(images), 1)
@@ -240,6 +234,33 @@ def k_y_sweep(*, samples: int, test_images: int, ns=(10, 100), seed: int) -> tup
     return rows, summary
 
 
+def write_tables(payload: dict) -> None:
+    """docs/results.md's exploration and k_y-sweep sections from a payload (``--tables-only`` rereads the JSON)."""
+    summary, sweeps, k_y_summary = payload["summary"], payload["sweep"], payload["k_y_sweep"]["summary"]
+    samples = payload.get("samples", 10)
+    cols = list(summary[0].keys())
+    md = [f"Command: `{payload['command'].strip()}` ({payload['machine']['cores']} cores, torch {payload['machine']['torch']}, "
+          f"{payload['machine']['date']}, {payload['seconds']:.0f} s). JSON: `benchmarks/results/exploration.json`. Medians over "
+          f"the {samples} shipped samples per problem (min for the pairwise minimum). Pixel differences and changes are mean "
+          "absolute differences on the [0, 1] scale.", ""]
+    half = len(cols) // 2 + 1
+    md += [markdown_table(summary, [(c, c) for c in cols[:half]]), "", markdown_table(summary, [(c, c) for c in ["problem", *cols[half:]]])]
+    md += ["", "Defaults sweep (first samples):", "",
+           markdown_table(sweeps, [(c, c) for c in ("sample", "problem", "variant", "feasible", "mean_abs_eta", "mean_perc",
+                                                     "min_pairwise_perc", "mean_pixel_change", "free_share")])]
+    update_doc_section("exploration", "\n".join(md), doc=RESULTS_DOC)
+    k_y_cases = k_y_summary[0]["cases"]
+    md = [f"Command: `{payload['command'].strip()}` (same run). Inpainting of {k_y_cases} observations "
+          f"({payload.get('k_y_samples', 10)} shipped samples and {payload.get('k_y_test_images', 10)} further Fashion-MNIST test "
+          f"images), each explored from one first solution for every "
+          f"k_y. Medians over observations; the `/ default` columns are medians of per-observation ratios to the default k_y "
+          f"(marked), and `cases losing > 0.05 of it` counts observations whose share of the change inside the hole is more "
+          f"than 0.05 below the default's.", "",
+          markdown_table([{**r, "k_y": f"**{r['k_y']}** (default)" if r["default"] else r["k_y"]} for r in k_y_summary],
+                         [(c, c) for c in k_y_summary[0] if c != "default"])]
+    update_doc_section("k_y-sweep", "\n".join(md), doc=RESULTS_DOC)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=10, help="how many shipped samples (all 10 by default)")
@@ -248,7 +269,11 @@ def main(argv=None):
     parser.add_argument("--sweep-samples", type=int, default=3)
     parser.add_argument("--k-y-samples", type=int, default=10, help="shipped samples in the k_y sweep")
     parser.add_argument("--k-y-test-images", type=int, default=10, help="Fashion-MNIST test images added to the k_y sweep")
+    parser.add_argument("--tables-only", action="store_true", help="rewrite docs/results.md from benchmarks/results/exploration.json")
     args = parse_run_args(parser, argv)
+    if args.tables_only:
+        write_tables(json.loads((ROOT / "benchmarks" / "results" / "exploration.json").read_text()))
+        return
     start = time.perf_counter()
     G, metric = load_generator("default"), load_metric("default")
     rows, keeps = [], {}
@@ -297,27 +322,11 @@ def main(argv=None):
                         "free share eglass": agg("eglass_free_share"), "free share raw": agg("raw_free_share")})
     payload = {"command": "python benchmarks/exploration.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                "machine": machine(), "seconds": time.perf_counter() - start, "eta_probe": args.eta_probe, "K": args.K,
-               "rows": rows, "summary": summary, "sweep": sweeps, "k_y_sweep": {"rows": k_y_rows, "summary": k_y_summary}}
+               "samples": args.samples, "k_y_samples": args.k_y_samples, "k_y_test_images": args.k_y_test_images,
+               "pixel_scale": "[0, 1]", "rows": rows, "summary": summary, "sweep": sweeps,
+               "k_y_sweep": {"rows": k_y_rows, "summary": k_y_summary}}
     path = write_json("exploration", payload)
-    cols = list(summary[0].keys())
-    md = [f"Command: `{payload['command'].strip()}` ({payload['machine']['cores']} cores, torch {payload['machine']['torch']}, "
-          f"{payload['machine']['date']}, {payload['seconds']:.0f} s). JSON: `benchmarks/results/exploration.json`. Medians over "
-          f"the {args.samples} shipped samples per problem (min for the pairwise minimum).", ""]
-    half = len(cols) // 2 + 1
-    md += [markdown_table(summary, [(c, c) for c in cols[:half]]), "", markdown_table(summary, [(c, c) for c in ["problem", *cols[half:]]])]
-    md += ["", "Defaults sweep (first samples):", "",
-           markdown_table(sweeps, [(c, c) for c in ("sample", "problem", "variant", "feasible", "mean_abs_eta", "mean_perc",
-                                                     "min_pairwise_perc", "mean_pixel_change", "free_share")])]
-    update_doc_section("exploration", "\n".join(md), doc=RESULTS_DOC)
-    k_y_cases = k_y_summary[0]["cases"]
-    md = [f"Command: `{payload['command'].strip()}` (same run). Inpainting of {k_y_cases} observations ({args.k_y_samples} shipped "
-          f"samples and {args.k_y_test_images} further Fashion-MNIST test images), each explored from one first solution for every "
-          f"k_y. Medians over observations; the `/ default` columns are medians of per-observation ratios to the default k_y "
-          f"(marked), and `cases losing > 0.05 of it` counts observations whose share of the change inside the hole is more "
-          f"than 0.05 below the default's.", "",
-          markdown_table([{**r, "k_y": f"**{r['k_y']}** (default)" if r["default"] else r["k_y"]} for r in k_y_summary],
-                         [(c, c) for c in k_y_summary[0] if c != "default"])]
-    update_doc_section("k_y-sweep", "\n".join(md), doc=RESULTS_DOC)
+    write_tables(payload)
     print(f"wrote {path}")
 
 

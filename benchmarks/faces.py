@@ -111,7 +111,7 @@ def case_study(name: str, clean: torch.Tensor, problem: str, G, metric, *, seed:
     y = observe(forward, clean[None])
     row: dict = {"observation": name, "problem": problem}
     # e-GLASS end to end, as `hvp-explore explore` runs it
-    res = explore(G, forward, y, metric=metric, num_solutions=10, seed=seed, quiet=True)
+    res = explore(G, forward, y, metric=metric, num_solutions=10, seed=seed, quiet=True, mode="eglass")  # the paper's method, by name
     inv, Gu, z0 = res.inversion, res.inversion.generator, res.inversion.latent
     # no solution at all when no direction had a feasible step (an infeasible first solution)
     images = torch.stack([s.image for s in res.solutions]) if res.solutions else clean.new_zeros(0, *clean.shape)
@@ -318,7 +318,7 @@ def main(argv=None):
     if "photo grace-hopper" in cases:
         sheets(keeps[("photo grace-hopper", "sr")], "photo-sr", "super-resolution x4 of a photograph (Grace Hopper)")
 
-    payload = {"command": "python benchmarks/faces.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    payload = {"pixel_scale": "[0, 1]", "command": "python benchmarks/faces.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                "machine": machine(), "seconds": time.perf_counter() - start, "eta_probe": args.eta_probe, "tau": TAU,
                "observations": list(cases), "rows": rows}
     path = write_tables(payload)

@@ -126,7 +126,7 @@ def run_case(c: dict, generators: dict, metrics: dict, *, tau: float, seed: int)
     for label, kwargs in [("n10", {"num_solutions": 10}), ("n100", {"num_solutions": 100}),
                           *[(f"walk{s}", {"num_solutions": 10, "walk_steps": s}) for s in WALK_STEPS]]:
         t0 = time.perf_counter()
-        res = explore(G, forward, y, metric=metric, inversion=inv, tau=tau, seed=seed, quiet=True, **kwargs)
+        res = explore(G, forward, y, metric=metric, inversion=inv, tau=tau, seed=seed, quiet=True, mode="eglass", **kwargs)
         seconds = row["inversion_s"] + time.perf_counter() - t0
         if not res.solutions:  # no direction had a feasible step (an infeasible first solution, typically)
             runs[label] = {"seconds": seconds, "returned": 0, "feasible": 0, "over_tau": 0, "diversity": math.nan, "gt_mse": math.nan}

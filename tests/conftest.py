@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch import nn
 
 torch.set_num_threads(1)
+# the commands run in-process set torch's threads from OMP_NUM_THREADS (cli/_common.setup): keep them at one too
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 class TinyMLPGenerator(nn.Module):

@@ -291,3 +291,21 @@ def test_invalid_options_raise_one_line_errors(kwargs, match):
 def test_script_entry_reports_bad_lists():
     with pytest.raises(SystemExit, match="--ns must be a comma-separated list of ints"):
         bench.main(["--ns", "1,ten"])
+
+
+def test_every_pixel_figure_of_the_benchmarks_is_on_the_unit_scale():
+    """Images live in [-1, 1]; every pixel difference the benchmarks report is on [0, 1] (issue #25): black against
+    white differs by 1, a shift by 0.2 in model units by 0.1."""
+    import exploration
+    import faces
+    import versus_pulse
+
+    black, white = -torch.ones(1, 1, 4, 4), torch.ones(1, 1, 4, 4)
+    pair = torch.cat([black, white])
+    assert exploration.min_pixel_difference(pair) == pytest.approx(1.0)
+    assert faces.mean_pixel_difference(pair) == pytest.approx(1.0)
+    assert versus_pulse.pixel_mse(white, black) == pytest.approx(1.0)
+    assert exploration.min_pixel_difference(torch.cat([black, black + 0.2])) == pytest.approx(0.1)
+    for name in ("exploration", "faces"):
+        payload = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results" / f"{name}.json").read_text())
+        assert payload["pixel_scale"].startswith("[0, 1]")

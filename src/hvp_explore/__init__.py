@@ -30,7 +30,7 @@ _EXPORTS = {
                     "hvp_explore.settings"),
     # problems
     **dict.fromkeys(("ForwardOperator", "SuperResolution", "Inpainting", "CompressedSensing", "LinearCallable", "make_problem",
-                     "observe", "add_noise", "measurement_mse", "lr_psnr", "Observation", "load_observation"), "hvp_explore.problems"),
+                     "observe", "add_noise", "measurement_mse", "lr_psnr", "tau_from_noise", "resolve_tau", "describe_tau", "Observation", "load_observation"), "hvp_explore.problems"),
     # generators
     **dict.fromkeys(("load_generator", "available_generators", "GeneratorError"), "hvp_explore.generators"),
     # metrics
@@ -41,7 +41,7 @@ _EXPORTS = {
     # operators
     **dict.fromkeys(("CurvatureOperator", "LinearCombination", "NonFiniteError", "mean_operator", "HessianOperator",
                      "hessian_operator", "GaussNewtonOperator", "gauss_newton_operator", "measurement_hessian",
-                     "perceptual_hessian", "LossHessianOperator", "LossGGNOperator", "loss_hessian", "loss_ggn"),
+                     "perceptual_hessian", "unobserved_hessian", "LossHessianOperator", "LossGGNOperator", "loss_hessian", "loss_ggn"),
                     "hvp_explore.operators"),
     # eigen
     **dict.fromkeys(("EigenResult", "ConvergenceWarning", "top_eigenpairs", "choose_solver", "subspace_cosines",
@@ -50,7 +50,7 @@ _EXPORTS = {
     # exploration
     **dict.fromkeys(("explore", "ExplorationResult", "Solution", "Direction", "Projection", "Step", "coupling_matrix",
                      "significant_couplings", "eglass_projection", "make_directions", "combine_directions", "feasible_steps",
-                     "ellipsoid_steps", "predicted_steps", "deliver", "render_solutions", "pairwise_distances", "Explorer"),
+                     "ellipsoid_steps", "predicted_steps", "deliver", "render_solutions", "pairwise_distances", "unobserved_share", "Explorer"),
                     "hvp_explore.exploration"),
     # the latent geometry of a generator
     **dict.fromkeys(("latent_geometry", "LatentGeometry"), "hvp_explore.geometry"),

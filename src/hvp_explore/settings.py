@@ -47,6 +47,9 @@ DEFAULT_HANDOVER = 50
 GAUSS_NEWTON_EXACT_MAX = 128
 #: Conjugate-gradient products per trial step of the matrix-free Levenberg-Marquardt.
 GAUSS_NEWTON_CG_ITERATIONS = 20
+#: Most CSGM restarts (and PULSE runs optimised together): each holds a latent and a generator pass in one batch,
+#: so a typo of 200000000 would ask for terabytes at the first step.
+MAX_RESTARTS = 1024
 DEFAULT_IAGAN_STEPS = 300
 DEFAULT_IAGAN_LR_Z = 1e-4
 #: IAGAN's learning rate of the generator's parameters (Abu Hussein et al. 2020), for generators that declare none.
@@ -79,13 +82,18 @@ DEFAULT_TOL = 1e-3
 DEFAULT_MAX_MEMORY = "auto"
 #: What ``--max-memory`` accepts (case-insensitive): auto, none, or a number with an optional unit (powers of 1024).
 MEMORY_PATTERN = r"auto|none|[0-9]*\.?[0-9]+\s*([KMGT](iB|B)?|B)?"
+#: The largest ``--max-memory`` size, 1 EiB: beyond it a number is a typo (``none`` means no limit).
+MAX_MEMORY_BYTES = 1 << 60
 
 # --- exploration -------------------------------------------------------------------------------------
 #: H_Y eigenpairs whose eigenvalue is below this fraction of the largest are dropped before Algorithm 1: a unit step
 #: along them changes the measurements less than a thousandth as much as along the top one, and below it the
 #: eigenvectors are an arbitrary basis of H_Y's (numerical) null space (docs/exploration.md).
 H_Y_RANK_RTOL = 1e-6
-MODES = ("eglass", "generalized", "raw")
+#: ``unobserved``: the pencil of H_U (the perceptual metric of the part of the image A cannot see) against H_Y.
+MODES = ("eglass", "generalized", "unobserved", "raw")
+#: The modes whose directions are top eigenvectors of a pencil against H_Y (they need the operators).
+PENCIL_MODES = ("generalized", "unobserved")
 DEFAULT_MODE = "eglass"
 #: 1-based index of the first H_X eigenvector (e-GLASS, raw), or the number of pencil eigenvectors.
 DEFAULT_K = 10
@@ -98,6 +106,12 @@ DEFAULT_EPS = 1e-3
 DEFAULT_WALKERS = 4
 #: The step searches aim at ``tau * (1 - DELIVERY_MARGIN)`` so that the 8-bit PNG still meets tau.
 DELIVERY_MARGIN = 0.01
+#: Frames on each explored direction's even grid from -eta_max to +eta_max, for report.html's sliders (0 and the
+#: delivered steps are inserted): 25 of the face generator's 64x64 images cost about 0.2 s per direction on 2 CPU cores.
+DEFAULT_FRAMES = 25
+#: Directions with a slider in report.html, at most (the first ones, in the order of the solutions): keeps the page
+#: a few MB whatever N (each 64x64 frame is about 8 kB of base64 PNG).
+FRAME_DIRECTIONS_MAX = 12
 
 # --- latent geometry (hvp-explore geometry) ----------------------------------------------------------
 DEFAULT_GEOMETRY_LATENTS = 16
@@ -124,6 +138,8 @@ MAX_SEED = 2**63 - 1
 #: Largest input image, in pixels, checked from the file's header before decoding (a 12k x 12k PNG is refused at once;
 #: an 8192 x 8192 photograph still loads, for --resize).
 MAX_IMAGE_PIXELS = 1 << 26
+#: Free space a run needs in $TMPDIR (torch's profiler writes its trace there to measure the memory of a product).
+MIN_TEMP_FREE = 16 << 20
 #: Largest magnitude of a floating option: its square must stay finite in float32, the working precision.
 MAX_FLOAT = 1.8e19
 #: The demo's generators and problems, and its output folder.
@@ -137,6 +153,14 @@ TRAIN_KINDS = ("gan", "classifier")
 def option(help: str, *, choices=None, flag: str | None = None, **extra) -> dict:  # noqa: A002 - Click's word
     """Field metadata: the command-line help text, choices and option name of a settings field."""
     return {"help": help, "choices": choices, "flag": flag, **extra}
+
+
+def memory_size(text: str) -> float:
+    """The bytes of a ``--max-memory`` size (``MEMORY_PATTERN``; powers of 1024), as a float (inf when it overflows); 0 for auto/none."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)", str(text).strip().upper().removesuffix("IB").removesuffix("B"))
+    if not match:
+        return 0.0
+    return float(match.group(1)) * 1024.0 ** " KMGT".index(match.group(2) or " ")
 
 
 def flag_of(cls, name: str) -> str:
@@ -155,8 +179,14 @@ class _Settings:
 
     _positive: tuple[str, ...] = ()
     _integers: tuple[str, ...] = ()
+    #: field -> (largest value, why): values above are refused before any work (they would exhaust the memory).
+    _caps: dict[str, tuple[int, str]] = {}
 
     def __post_init__(self) -> None:
+        for name, (cap, why) in self._caps.items():
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool) and value > cap:
+                raise ValueError(f"{flag_of(type(self), name)} must be at most {cap} ({why}), got {value}")
         for name in self._positive:
             value = getattr(self, name)
             if value is None:
@@ -203,6 +233,9 @@ class ProblemSettings(_Settings):
     resize: bool = field(default=False, metadata=option(
         "Fit an INPUT (and a --mask) of another size: centre crop to the aspect ratio, then Lanczos to the size expected "
         "(stated in the output)."))
+    face: bool = field(default=False, metadata=option(
+        "INPUT is a photograph: find the largest face, crop it with the framing of the face generator's training faces "
+        "and resize it (the box is stated in report.json and on the sheet; exit 2 when no face is found)."))
 
     _positive = ("factor", "m")
     _integers = ("factor", "m")
@@ -219,6 +252,7 @@ class InversionSettings(_Settings):
 
     _positive = ("restarts", "steps", "lr")
     _integers = ("restarts", "steps")
+    _caps = {"restarts": (MAX_RESTARTS, "the restarts are optimised together, one batch")}
 
     restarts: int = field(default=DEFAULT_RESTARTS, metadata=option("CSGM restarts optimised together."))
     steps: int = field(default=DEFAULT_STEPS, metadata=option("Largest number of CSGM Adam steps (IAGAN's steps are bounded by it too)."))
@@ -261,6 +295,9 @@ class EigenSettings(_Settings):
         # the syntax only: the size is parsed (and checked against one product) by hvp_explore.operators.memory
         if not isinstance(self.max_memory, str) or not re.fullmatch(MEMORY_PATTERN, self.max_memory.strip(), flags=re.I):
             raise ValueError(f"--max-memory must be auto, none or a size like 512MB, 4GB or 1.5GiB, got {self.max_memory!r}")
+        if memory_size(self.max_memory) > MAX_MEMORY_BYTES:
+            raise ValueError(f"--max-memory must be at most 1 EiB (use none for no limit), got {self.max_memory[:40]!r}"
+                             + ("..." if len(self.max_memory) > 40 else ""))
 
 
 @dataclass(frozen=True)
@@ -271,7 +308,7 @@ class DirectionSettings(_Settings):
     _integers = ("solutions",)
 
     mode: str = field(default=DEFAULT_MODE, metadata=option(
-        "e-GLASS projections, generalized (pencil) directions, or raw H_X eigenvectors.", choices=MODES))
+        "e-GLASS projections, generalized (pencil) directions, unobserved-part directions (the pencil of the metric of what A cannot see), or raw H_X eigenvectors.", choices=MODES))
     solutions: int = field(default=DEFAULT_NUM_SOLUTIONS, metadata=option("Number of explored solutions N."))
     threshold: float = field(default=DEFAULT_THRESHOLD, metadata=option("e-GLASS cosine threshold."))
     eps: float = field(default=DEFAULT_EPS, metadata=option("Pencil regularisation (relative to lambda_1(H_Y))."))
@@ -296,12 +333,22 @@ class ProjectSettings(DirectionSettings):
 class StepSettings(_Settings):
     """Feasible steps along the directions (:func:`~hvp_explore.exploration.render_solutions`)."""
 
-    _positive = ("tau", "eta_max")
+    _positive = ("tau", "eta_max", "noise_sigma")
 
-    tau: float = field(default=DEFAULT_TAU, metadata=option("Feasibility threshold on the measurement MSE ([0, 1] pixel scale)."))
+    tau: float = field(default=DEFAULT_TAU, metadata=option(
+        "Feasibility threshold on the measurement MSE ([0, 1] pixel scale): 2e-3 allows an RMS error of 0.045 per "
+        "measurement, about 11 grey levels."))
+    noise_sigma: float | None = field(default=None, metadata=option(
+        "Known noise standard deviation of the measurements ([0, 1] scale): sets tau = sigma^2 (1 + 2 sqrt(2/m)), which "
+        "the truth meets about 98% of the time, never below the first solution's own MSE (instead of --tau)."))
     eta_max: float | None = field(default=None, metadata=option(
         "Largest step along a direction (default: each direction's geometric cap, where its perceptual change "
         "reaches that of a random image of the generator)."))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.noise_sigma is not None and self.tau != DEFAULT_TAU:
+            raise ValueError("give --tau or --noise-sigma, not both: --noise-sigma sets tau from the noise level")
 
 
 @dataclass(frozen=True)
@@ -338,6 +385,7 @@ class PulseSettings(_Settings):
 
     _positive = ("solutions", "batch", "steps", "lr")
     _integers = ("solutions", "batch", "steps")
+    _caps = {"batch": (MAX_RESTARTS, "the runs of a batch are optimised together")}
 
     solutions: int = field(default=DEFAULT_NUM_SOLUTIONS, metadata=option("Number of PULSE runs N."))
     batch: int = field(default=1, metadata=option("Runs optimised together (1 = one after another, as PULSE)."))
@@ -440,6 +488,23 @@ class GeometrySettings(_Settings):
             raise ValueError(f"--axes must be a non-negative integer, got {self.axes!r}")
         if self.axes > self.k:
             raise ValueError(f"--axes must be at most --k = {self.k}, got {self.axes}")
+
+
+@dataclass(frozen=True)
+class ReportSettings(_Settings):
+    """``report.html``, the interactive page of a run folder (:mod:`hvp_explore.io.html`), and its sliders' frames."""
+
+    _integers = ("frames",)
+
+    no_html: bool = field(default=False, metadata=option(
+        "Do not write report.html (nor render its sliders' frames), nor a batch's index.html."))
+    frames: int = field(default=DEFAULT_FRAMES, metadata=option(
+        "Frames per explored direction in report.html's sliders, from -eta_max to +eta_max (at least 2)."))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.frames, bool) or not isinstance(self.frames, int) or self.frames < 2:
+            raise ValueError(f"--frames must be an integer of at least 2, got {self.frames!r}")
 
 
 @dataclass(frozen=True)

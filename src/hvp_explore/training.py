@@ -194,7 +194,9 @@ def save_weights(model: torch.nn.Module, path: Path | str) -> str:
 
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    torch.save(state, path)
+    from hvp_explore.io.atomic import save_tensors
+
+    save_tensors(state, path)
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 

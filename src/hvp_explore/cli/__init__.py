@@ -14,6 +14,7 @@ loads neither torch nor the library's numerical modules.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -33,9 +34,31 @@ def interruption(exc: BaseException) -> tuple[str, int]:
     return f"{what}: no partial output was written (finished images of a batch are kept; rerun to resume)", code
 
 
+def _ignore_signals() -> None:
+    """Ignore Ctrl-C and SIGTERM from now on: what remains is cleanup, which a second signal would break
+    (a traceback, "Exception ignored in atexit callback", a temporary folder left behind)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def _raise_terminated(signum, frame) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not break the cleanup of the first
+    _ignore_signals()  # a second SIGTERM, or a Ctrl-C, must not break the cleanup of the first
     raise Terminated
+
+
+def _raise_interrupted(signum, frame) -> None:
+    _ignore_signals()  # Ctrl-C twice quickly: the second must not break the cleanup of the first
+    raise KeyboardInterrupt
+
+
+def _check_working_folder() -> None:
+    """Exit with one line (status 2) when the current folder was deleted: oneMKL aborts with a FATAL ERROR at import."""
+    try:
+        os.getcwd()
+    except OSError as exc:
+        sys.stderr.write(f"Error: the current folder cannot be found ({exc.strerror or exc}; it was probably deleted): "
+                         "cd to an existing folder and rerun\n")
+        sys.exit(2)
 
 
 def __getattr__(name: str):
@@ -46,9 +69,31 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def _reopen_closed_streams() -> None:
+    """Reopen a standard stream the caller closed (``2>&-``) on the null device.
+
+    Python starts with ``sys.stderr = None`` then, and the first message or progress line would fail (exit 1,
+    silently); worse, the next file opened would take descriptor 2 and receive whatever C code writes to stderr.
+    """
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))
+
+
 def main() -> None:
-    """Console-script entry point: SIGTERM handled like Ctrl-C, then the Click group."""
+    """Console-script entry point: closed standard streams reopened, SIGTERM handled like Ctrl-C, then the Click group."""
+    _reopen_closed_streams()
     signal.signal(signal.SIGTERM, _raise_terminated)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where the caller ignores it (nohup, &)
+        signal.signal(signal.SIGINT, _raise_interrupted)
+    _check_working_folder()
     try:
         from hvp_explore.cli.commands import cli
 
@@ -57,3 +102,5 @@ def main() -> None:
         message, code = interruption(exc)
         sys.stderr.write(message + "\n")
         sys.exit(code)
+    finally:
+        _ignore_signals()  # the command is over; what remains (atexit: the temporary torch cache) must not be broken

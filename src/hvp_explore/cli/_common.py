@@ -24,8 +24,11 @@ from rich.console import Console
 from hvp_explore.cli import Terminated, interruption
 from hvp_explore.settings import RunSettings, flag_of
 
+# Diagnostics (progress, notices, warnings, errors) go to stderr; results (tables, lists, the end-of-run summary, --json)
+# to stdout, so that a pipe or a redirection gets them whole and nothing else.
 # soft_wrap: long lines (paths) are not broken by rich; tables are printed at their own width when piped (print_table)
 console = Console(stderr=True, highlight=False, soft_wrap=True)
+results = Console(highlight=False, soft_wrap=True)
 
 # Errors a user can cause (bad files, bad options, numerical faults, a memory budget too small): one line, exit status 2.
 USER_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, PermissionError, FloatingPointError, OSError, MemoryError)
@@ -76,21 +79,38 @@ def _private_torch_cache() -> None:
     """
     if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
         return
-    folder = tempfile.mkdtemp(prefix="hvp-explore-torch-")
+    from hvp_explore.io.atomic import remove_stale_temporaries, temporary_prefix
+
+    # the folders of runs killed outright (kill -9, a lost node) on this host, whose atexit never ran
+    remove_stale_temporaries(tempfile.gettempdir(), "hvp-explore-torch-")
+    folder = tempfile.mkdtemp(prefix=temporary_prefix("hvp-explore-torch-"))
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
     atexit.register(shutil.rmtree, folder, True)
 
 
 def setup(quiet: bool, seed: int, device: str | None = None) -> None:
-    """Check the device, seed torch's global generator and route the library's notices to stderr (silenced by --quiet).
+    """Check the device, set torch's threads (--threads), seed torch's global generator and route the library's
+    notices to stderr (silenced by --quiet).
 
     Raises:
-        ValueError: ``device`` is not a device kind hvp-explore runs on, or this machine does not have it.
+        ValueError: ``device`` is not a device kind hvp-explore runs on, or this machine does not have it;
+            ``OMP_NUM_THREADS`` is not a positive integer.
     """
+    from hvp_explore.io._threads import apply_threads, busy_notice, resolve_threads
+
     if device is not None:
         RunSettings(device=device, seed=seed)  # the form, before torch loads
+    threads, source = resolve_threads(_meta().get("threads"))
+    notice = busy_notice(threads, source)
+    if notice:
+        say(quiet, f"[yellow]notice:[/] {notice}")
+    from hvp_explore.io.files import check_temp_space
+
+    check_temp_space()  # before any work: torch's profiler needs room in $TMPDIR after the inversion
     _private_torch_cache()
     import torch
+
+    apply_threads(threads)
 
     from hvp_explore.generators import check_device_available
 
@@ -117,12 +137,38 @@ def say(quiet: bool, message: str) -> None:
 
 
 def print_table(table) -> None:
-    """Print a rich table whole: at its natural width when stderr is not a terminal (a log, a pipe), never cut."""
-    if console.is_terminal:
-        console.print(table)  # on a terminal, cells too wide wrap (summary_table folds them)
+    """Print a rich table on stdout, whole: at its natural width when stdout is not a terminal (a file, a pipe), never cut."""
+    if results.is_terminal:
+        results.print(table)  # on a terminal, cells too wide wrap (summary_table folds them)
         return
-    natural = console.measure(table, options=console.options.update_width(1 << 16)).maximum
-    Console(stderr=True, highlight=False, width=max(console.width, natural)).print(table)
+    natural = results.measure(table, options=results.options.update_width(1 << 16)).maximum
+    Console(highlight=False, width=max(results.width, natural)).print(table)
+
+
+def result_line(message: str) -> None:
+    """A line of the results (stdout): where the outputs are, a batch's counts, a list."""
+    results.print(message)
+
+
+def _meta() -> dict:
+    """The options stored by :data:`output_flags`' callbacks (``json``, ``threads``) for the running command."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta if ctx is not None else {}
+
+
+def json_requested() -> bool:
+    """Whether the command was given ``--json``."""
+    return bool(_meta().get("json"))
+
+
+def print_json(payload) -> None:
+    """``payload`` as one strict JSON document on stdout (NaN as null, as report.json)."""
+    import json
+
+    from hvp_explore.io.atomic import to_jsonable
+
+    sys.stdout.write(json.dumps(to_jsonable(payload), indent=2, allow_nan=False, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
 
 
 #: The columns of a solutions table, as in report.json: one vocabulary for explore and render.
@@ -141,13 +187,18 @@ def print_solutions(solutions: list[dict], title: str) -> None:
     print_table(summary_table(shown, SOLUTION_COLUMNS, title=title))
 
 
-def finish(quiet: bool, out: Path, title: str, rows: list[dict], columns) -> None:
-    """The end-of-run summary table and where the outputs are."""
+def finish(quiet: bool, out: Path, title: str, rows: list[dict], columns, *, report: dict | None = None) -> None:
+    """The end-of-run summary table and where the outputs are (stdout); with --json, ``report`` (or the rows) as JSON.
+
+    --json prints even under --quiet: it was asked for, and --quiet silences diagnostics, not results.
+    """
     from hvp_explore.io.tables import summary_table
 
-    if not quiet:
+    if json_requested():
+        print_json({"out": str(out), **(report if report is not None else {"rows": rows})})
+    elif not quiet:
         print_table(summary_table(rows, columns, title=title))
-        console.print(f"outputs in [bold]{out}[/]")
+        result_line(f"outputs in [bold]{out}[/]")
 
 
 def write_folder(out: Path, overwrite: bool, write) -> dict:
@@ -198,11 +249,32 @@ def settings_options(cls, *, only: tuple[str, ...] | None = None, exclude: tuple
     return stack(*decorators)
 
 
-#: ``--overwrite`` and ``--quiet``, shared by every command that writes a folder.
+def _store(ctx: click.Context, param: click.Parameter, value):
+    # kept in the context, not passed to the command: every command reads them through setup() and finish()
+    if value is not None and value is not False:
+        ctx.meta[param.name] = value
+    return value
+
+
+#: ``--json``: the results as one JSON document on stdout instead of tables (read by :func:`finish`).
+json_flag = click.option("--json", "json", is_flag=True, expose_value=False, callback=_store,
+                         help="Print the results as one JSON document on stdout (the report and the output folder) "
+                              "instead of tables.")
+#: ``--json`` and ``--threads`` (torch's CPU threads, read by :func:`setup`).
+run_flags = stack(
+    json_flag,
+    click.option("--threads", "threads", type=click.IntRange(min=1), default=None, expose_value=False, callback=_store,
+                 help="CPU threads torch uses [default: OMP_NUM_THREADS if set, else the CPUs this process may use: "
+                      "affinity, cgroup quota, SLURM_CPUS_PER_TASK]."),
+)
+
+#: ``--overwrite``, ``--quiet``, ``--json`` and ``--threads``, shared by every command that writes a folder.
 output_flags = stack(
     click.option("--overwrite", is_flag=True, help="Replace the folder of an earlier hvp-explore run at --out (a folder "
                                                    "hvp-explore did not write is never replaced)."),
-    click.option("--quiet", is_flag=True, help="No progress bars or messages."),
+    click.option("--quiet", is_flag=True, help="No progress (bars on a terminal, timestamped lines in "
+                                               "a log), messages or summary table; errors and --json still print."),
+    run_flags,
 )
 output_options = stack(
     click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Output folder (written atomically)."),

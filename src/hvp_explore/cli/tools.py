@@ -13,10 +13,14 @@ from hvp_explore.cli._common import (
     UserError,
     check_output,
     command_line,
-    console,
     finish,
+    json_flag,
+    json_requested,
     output_options,
+    print_json,
     print_table,
+    result_line,
+    run_flags,
     settings_options,
     setup,
     write_folder,
@@ -25,6 +29,7 @@ from hvp_explore.settings import TRAIN_KINDS, GeometrySettings, RunSettings, Tra
 
 
 @click.command("generators")
+@json_flag
 def generators_cmd():
     """List the registered generators, the other forms --generator takes (with an example each), and the metrics."""
     from hvp_explore.generators import GENERATOR_EXAMPLES, GENERATOR_FORMS, available_generators
@@ -33,10 +38,14 @@ def generators_cmd():
 
     rows = [{"name": k, "description": v, "example": f"--generator {k}"} for k, v in available_generators().items()]
     rows += [{"name": k, "description": v, "example": GENERATOR_EXAMPLES[k]} for k, v in GENERATOR_FORMS.items()]
+    if json_requested():
+        print_json({"generators": rows[:len(available_generators())], "forms": rows[len(available_generators()):],
+                    "metrics": list(available_metrics())})
+        return
     print_table(summary_table(rows, {"name": "generator", "description": "description", "example": "example"}))
-    console.print("A stage folder (eig, project, render) that names a file or a factory loads it only with --generator "
-                  "repeating it, or --trust-generator: such generators run code.")
-    console.print("metrics: " + ", ".join(available_metrics()))
+    result_line("A stage folder (eig, project, render) that names a file or a factory loads it only with --generator "
+                "repeating it, or --trust-generator: such generators run code.")
+    result_line("metrics: " + ", ".join(available_metrics()))
 
 
 @click.command()
@@ -68,20 +77,25 @@ def geometry(generator, device, seed, out, overwrite, quiet, **options):
            [{key: report[key] for key in ("latents", "k", "n", "median_ratio", "median_effective_dim", "mean_overlap",
                                            "random_overlap", "mean_alignment", "matvecs")} | {"seconds": report["timings"]["total"]}],
            ["latents", "k", "n", "median_ratio", "median_effective_dim", "mean_overlap", "random_overlap", "mean_alignment",
-            "matvecs", "seconds"])
+            "matvecs", "seconds"], report=report)
 
 
 @click.command()
 @click.argument("kind", type=click.Choice(list(TRAIN_KINDS)))
 @settings_options(TrainSettings)
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Weights file to write (.pt).")
-@click.option("--quiet", is_flag=True, help="No progress bars or messages.")
+@click.option("--quiet", is_flag=True, help="No progress (bars on a terminal, timestamped lines in a log), messages or "
+                                            "summary table; errors and --json still print.")
+@run_flags
 def train(kind, epochs, seed, out, quiet):
     """Train the embedded default: the Fashion-MNIST DCGAN or the perceptual-trunk classifier."""
     TrainSettings(epochs=epochs, seed=seed)
     RunSettings(seed=seed)
     if out.suffix != ".pt":
         raise UserError(f"--out must be a .pt weights file, got {out}")
+    from hvp_explore.io.atomic import check_output_file
+
+    check_output_file(out, "weights file")  # before the training, not after it
     setup(quiet, seed)
     from hvp_explore.training import save_trained
     from hvp_explore.training import train as run_train
@@ -89,7 +103,8 @@ def train(kind, epochs, seed, out, quiet):
     result = run_train(kind, epochs=epochs, seed=seed, quiet=quiet)
     record = save_trained(result, out, kind=kind, command=command_line())
     finish(quiet, out.parent, f"training ({kind})", [{"epochs": record["epochs"], "seconds": record["seconds"],
-                                                      "sha256": record["sha256"][:16]}], ["epochs", "seconds", "sha256"])
+                                                      "sha256": record["sha256"][:16]}], ["epochs", "seconds", "sha256"],
+           report={"weights": str(out), **record})
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})

@@ -142,28 +142,35 @@ def jacobian(op: CurvatureOperator, k: int, *, gen: torch.Generator, which: str 
     beyond the rank bound m the eigenvalue is 0: for the largest pairs, vectors spanning part of the null
     space (exact eigenpairs too); for any other ``which``, the full SVD's basis of the null space.
     """
-    J = op.jacobian().to(torch.float64)
-    m, n = J.shape
+    m, n = op.residual_dim, op.shape[0]
     if m >= n:
         # A tall Jacobian (inpainting: 768 x 512): eigh of the n x n Gram matrix is ~2.5x faster than
         # the SVD. Squaring costs eigenvalue accuracy only below eps64 * lambda_1, far under the
-        # float32 rounding floor of the products that judges convergence (thresholds()).
-        values, vectors = torch.linalg.eigh(J.T @ J)
+        # float32 rounding floor of the products that judges convergence (thresholds()). The operator
+        # keeps the Gram matrix, so a dense generalized pencil on it takes no more products.
+        gram = op.gram()
+        values, vectors = torch.linalg.eigh(gram)
         values = values.clamp_min(0.0)
-    elif which == "largest":
-        _, s, Vh = torch.linalg.svd(J, full_matrices=False)
-        values, vectors = s.pow(2), Vh.T
-        if k > vectors.shape[1]:
-            extra = orthonormalise(seeded_randn(n, k - vectors.shape[1], gen, vectors.device), vectors)
-            vectors = torch.cat([vectors, extra], dim=1)
-            values = torch.cat([values, values.new_zeros(extra.shape[1])])
+        apply = gram.__matmul__
     else:
-        _, s, Vh = torch.linalg.svd(J, full_matrices=True)
-        values, vectors = torch.cat([s.pow(2), s.new_zeros(n - s.numel())]), Vh.T
+        J = op.jacobian().to(torch.float64)
+        if which == "largest":
+            _, s, Vh = torch.linalg.svd(J, full_matrices=False)
+            values, vectors = s.pow(2), Vh.T
+            if k > vectors.shape[1]:
+                extra = orthonormalise(seeded_randn(n, k - vectors.shape[1], gen, vectors.device), vectors)
+                vectors = torch.cat([vectors, extra], dim=1)
+                values = torch.cat([values, values.new_zeros(extra.shape[1])])
+        else:
+            _, s, Vh = torch.linalg.svd(J, full_matrices=True)
+            values, vectors = torch.cat([s.pow(2), s.new_zeros(n - s.numel())]), Vh.T
+
+        def apply(V: torch.Tensor) -> torch.Tensor:
+            return J.T @ (J @ V)
     idx = select(values, k, which)
     scale = _scale(values)
     values, vectors = values[idx], vectors[:, idx]
-    return values, vectors, {"jacobian_rows": m, "HX": J.T @ (J @ vectors), "scale": scale}
+    return values, vectors, {"jacobian_rows": m, "HX": apply(vectors), "scale": scale}
 
 
 def arpack(op: CurvatureOperator, k: int, *, tol: float, gen: torch.Generator, max_matvecs: int | None,

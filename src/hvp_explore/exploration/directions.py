@@ -15,7 +15,7 @@ import torch
 
 from hvp_explore.eigen.generalized import top_generalized_eigenpairs
 from hvp_explore.eigen.solvers import EigenResult
-from hvp_explore.settings import DEFAULT_EPS, DEFAULT_K, DEFAULT_THRESHOLD, DEFAULT_TOL, MODES
+from hvp_explore.settings import DEFAULT_EPS, DEFAULT_K, DEFAULT_THRESHOLD, DEFAULT_TOL, MODES, PENCIL_MODES
 
 __all__ = ["coupling_matrix", "significant_couplings", "Projection", "eglass_projection", "Direction", "combine_directions",
            "make_directions", "default_k_y", "num_directions"]
@@ -95,8 +95,9 @@ class Direction:
 
     Attributes:
         vector: (n,) unit vector, float64.
-        mode: ``"eglass"``, ``"generalized"`` or ``"raw"``.
-        label: Short name: ``"v10"`` (from the 10th H_X eigenvector), ``"g3"`` (3rd pencil eigenvector).
+        mode: ``"eglass"``, ``"generalized"``, ``"unobserved"`` or ``"raw"``.
+        label: Short name: ``"v10"`` (from the 10th H_X eigenvector), ``"g3"`` (3rd pencil eigenvector), ``"u3"``
+            (3rd eigenvector of the unobserved part's pencil).
         index: 1-based eigenvector index it started from (0 for a combination).
         projection: The Algorithm 1 record (e-GLASS mode only).
         combination: For a combination ``"c3"`` of the eigenvector directions (see
@@ -169,13 +170,15 @@ def make_directions(mode: str, eig_y: EigenResult, eig_x: EigenResult | None, *,
     Args:
         mode: ``"eglass"``: Algorithm 1 on :math:`v^K, v^{K-1}, \dots`; ``"raw"``: those :math:`v^i`
             unprojected; ``"generalized"``: the top eigenvectors of
-            :math:`H_X d = \mu (H_Y + \epsilon \lambda_1(H_Y) I) d` (needs the operators).
+            :math:`H_X d = \mu (H_Y + \epsilon \lambda_1(H_Y) I) d` (needs the operators); ``"unobserved"``: the same
+            pencil with ``H_X`` the metric of the unobserved part, :math:`H_U`
+            (:func:`~hvp_explore.operators.unobserved_hessian`), passed as ``H_X``.
         eig_y, eig_x: Top eigenpairs of H_Y and H_X (``eig_x`` needs at least K pairs).
         count: Number of directions.
         K: 1-based index of the first H_X eigenvector (default ``eig_x.k``); in generalized mode, the
             number of pencil eigenvectors (default :data:`DEFAULT_K`).
         threshold: Cosine threshold of Algorithm 1.
-        H_X, H_Y: The operators (generalized mode).
+        H_X, H_Y: The operators of the pencil (generalized and unobserved modes; ``H_U`` as ``H_X`` for the latter).
         eps: Pencil regularisation relative to the top eigenvalue of H_Y.
         tol: Pencil eigensolver tolerance.
         seed: Seeds the pencil solver and the combinations.
@@ -188,13 +191,14 @@ def make_directions(mode: str, eig_y: EigenResult, eig_x: EigenResult | None, *,
     if not isinstance(count, int) or count < 1:
         raise ValueError(f"the number of directions must be a positive integer, got {count!r}")
     pencil = None
-    if mode == "generalized":
+    if mode in PENCIL_MODES:
         if H_X is None or H_Y is None:
-            raise ValueError("generalized directions need the operators H_X and H_Y")
+            raise ValueError(f"{mode} directions need the operators of the pencil (H_X or H_U, and H_Y)")
         K = K if K is not None else DEFAULT_K
         pencil = top_generalized_eigenpairs(H_X, H_Y, min(count, K), eps=eps * max(float(eig_y.values[0]), 1e-30), tol=tol,
                                             seed=seed, probe=False)
-        directions = [Direction(pencil.vectors[:, i], mode, f"g{i + 1}", i + 1) for i in range(pencil.k)]
+        prefix = "g" if mode == "generalized" else "u"
+        directions = [Direction(pencil.vectors[:, i], mode, f"{prefix}{i + 1}", i + 1) for i in range(pencil.k)]
     else:
         K = K if K is not None else eig_x.k
         if not 1 <= K <= eig_x.k:

@@ -12,7 +12,7 @@ import torch
 
 from hvp_explore.operators.base import frozen_modules
 
-__all__ = ["pairwise_distances", "pairwise_summary", "distances_to", "PAIRWISE_MATRIX_MAX"]
+__all__ = ["pairwise_distances", "pairwise_summary", "distances_to", "unobserved_share", "PAIRWISE_MATRIX_MAX"]
 
 #: Largest number of solutions whose (N, N) distance matrix is formed (8 MB in float64); beyond it, a summary.
 PAIRWISE_MATRIX_MAX = 1024
@@ -90,3 +90,52 @@ def pairwise_summary(metric: Callable, images: torch.Tensor, *, chunk: int = 256
                     low, high = min(low, float(vals.min())), max(high, float(vals.max()))
                     total, count = total + float(vals.sum()), count + vals.numel()
     return {"min": low, "mean": total / count, "max": high}
+
+
+def unobserved_share(forward, images: torch.Tensor, reference: torch.Tensor, *, metric: Callable | None = None) -> dict:
+    r"""Where the solutions' diversity lives: the share of their change that the measurements cannot see.
+
+    With :math:`P = I - A^+ A` the projector onto the null space of A (:meth:`ForwardOperator.unobserved`:
+    the hole for inpainting, the detail a downsampling removes for super-resolution) and
+    :math:`\Delta_i = x_i - x_0`:
+
+    - ``from_first``: :math:`\sum_i \|P \Delta_i\|^2 / \sum_i \|\Delta_i\|^2`, the energy of the change from the
+      first solution that lies in the unobserved part;
+    - ``pairwise``: the same over all pairs, :math:`\sum_{i<j} \|P(x_i - x_j)\|^2 / \sum_{i<j} \|x_i - x_j\|^2`
+      (by :math:`\sum_{i<j} \|a_i - a_j\|^2 = N \sum_i \|a_i\|^2 - \|\sum_i a_i\|^2`, linear in N);
+    - ``per_solution``: each solution's own fraction;
+    - ``dimension_share``: :math:`(N - \mathrm{rank} A) / N`, the fraction a change spread evenly would have
+      (the hole's share of the image for inpainting);
+    - ``perceptual_pairwise_mean``: with a ``metric``, the mean pairwise perceptual distance between the
+      images :math:`x_0 + P \Delta_i` (each solution's unobserved change alone, on the first solution):
+      the diversity where the data is missing.
+
+    Fractions are scale-free; ``None`` where there is no change.
+
+    Args:
+        forward: The forward operator (with ``unobserved``).
+        images: Solutions (N, C, H, W) in [-1, 1].
+        reference: The first solution (1, C, H, W) or (C, H, W).
+        metric: Optional perceptual metric for ``perceptual_pairwise_mean``.
+    """
+    reference = reference.reshape(1, *images.shape[1:]).to(images.dtype)
+    with torch.no_grad():
+        delta = (images - reference).to(torch.float64)
+        hidden = forward.unobserved(delta)
+        total, part = delta.flatten(1).pow(2).sum(1), hidden.flatten(1).pow(2).sum(1)
+        N = images.shape[0]
+
+        def spread(a: torch.Tensor) -> float:
+            return float(N * a.flatten(1).pow(2).sum() - a.sum(0).pow(2).sum())
+
+        def ratio(num: float, den: float) -> float | None:
+            return num / den if den > 0 else None
+
+        out = {"from_first": ratio(float(part.sum()), float(total.sum())),
+               "pairwise": ratio(spread(hidden), spread(delta)) if N > 1 else None,
+               "per_solution": [ratio(float(p), float(t)) for p, t in zip(part, total)],
+               "dimension_share": forward.unobserved_dim / forward.num_pixels}
+        if metric is not None:
+            composites = (reference + hidden.to(images.dtype)).clamp(-1, 1)
+            out["perceptual_pairwise_mean"] = pairwise_summary(metric, composites)["mean"]
+    return out

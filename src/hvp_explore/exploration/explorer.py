@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from hvp_explore.eigen.generalized import pencil_solver
 from hvp_explore.eigen.solvers import EigenResult, top_eigenpairs
 from hvp_explore.exploration.directions import (
     Direction,
@@ -31,7 +32,8 @@ from hvp_explore.exploration.directions import (
     make_directions,
     num_directions,
 )
-from hvp_explore.exploration.distances import PAIRWISE_MATRIX_MAX, distances_to, pairwise_distances, pairwise_summary
+from hvp_explore.exploration.frames import Frames, exploration_frames
+from hvp_explore.exploration.distances import PAIRWISE_MATRIX_MAX, distances_to, pairwise_distances, pairwise_summary, unobserved_share
 from hvp_explore.exploration.walks import WalkResult, feasible_walks
 from hvp_explore.exploration.steps import (
     deliver,
@@ -47,13 +49,14 @@ from hvp_explore.io._progress import progress_bar
 from hvp_explore.io.images import quantize
 from hvp_explore.io.weights import load_state_into
 from hvp_explore.operators.base import CurvatureOperator, as_latent
-from hvp_explore.operators.curvature import measurement_hessian, perceptual_hessian
+from hvp_explore.operators.curvature import measurement_hessian, perceptual_hessian, unobserved_hessian
 from hvp_explore.metrics import default_metric, load_metric
 from hvp_explore.operators.memory import batch_limit, check_one_product, fit_block_size, resolve_budget
-from hvp_explore.problems import Observation, load_observation, measurement_mse
+from hvp_explore.problems import Observation, load_observation, measurement_mse, resolve_tau
 from hvp_explore.settings import (
     DEFAULT_DEVICE,
     DEFAULT_EPS,
+    DEFAULT_FRAMES,
     DEFAULT_GENERATOR,
     DEFAULT_K,
     DEFAULT_MAX_MEMORY,
@@ -69,6 +72,7 @@ from hvp_explore.settings import (
     DELIVERY_MARGIN,
     H_Y_RANK_RTOL,
     MODES,
+    PENCIL_MODES,
     SWITCHES,
     DirectionSettings,
     EigenSettings,
@@ -120,7 +124,7 @@ class ExplorationResult:
         first_image: The first solution's image as saved (8-bit, in [-1, 1]), (C, H, W).
         first_mse: Its measurement MSE ([0, 1] scale), the number reported for ``first_solution.png``.
         eig_y, eig_x: Top eigenpairs of H_Y and H_X.
-        pencil: Top pencil eigenpairs (``mode="generalized"`` only).
+        pencil: Top pencil eigenpairs (``mode="generalized"`` or ``"unobserved"`` only).
         directions: The directions used, in order.
         solutions: The explored solutions (feasible ones first in direction order).
         pairwise: (N, N) perceptual distances between solutions, or for more than
@@ -129,6 +133,8 @@ class ExplorationResult:
         settings: The options that produced it.
         rejected: Signed directions that admitted no useful step (label and status).
         walk: The feasible walks (``walk_steps > 0``), whose points are candidates among the solutions.
+        unobserved: Where the change lives (:func:`~hvp_explore.exploration.distances.unobserved_share`): the fraction
+            of the solutions' change, from the first solution and pairwise, in the part the measurements do not see.
     """
 
     inversion: InversionResult
@@ -144,6 +150,7 @@ class ExplorationResult:
     settings: dict
     rejected: tuple[dict, ...] = field(default=())
     walk: WalkResult | None = None
+    unobserved: dict | None = None
 
     @property
     def coupling(self) -> torch.Tensor:
@@ -371,7 +378,7 @@ def numerical_rank_part(result: EigenResult, rtol: float = H_Y_RANK_RTOL) -> Eig
 
 def eigenpairs(generator: Callable, forward: Callable, metric: Callable, z0: torch.Tensor, *, k: int = DEFAULT_K,
                k_y: int | None = None, solver: str = DEFAULT_SOLVER, tol: float = DEFAULT_TOL, max_memory: int | None = None,
-               batch: int | None = None, seed: int = 0) -> EigenStage:
+               batch: int | None = None, seed: int = 0, pencil: bool = False) -> EigenStage:
     """Top eigenpairs of H_Y and H_X at ``z0``: the eigen stage of :func:`explore` and of ``hvp-explore eig``.
 
     Args:
@@ -383,6 +390,9 @@ def eigenpairs(generator: Callable, forward: Callable, metric: Callable, z0: tor
         solver, tol, seed: As in :func:`~hvp_explore.top_eigenpairs`.
         max_memory: Memory budget in bytes of one batched product (blocks are fitted to it); None = no budget.
         batch: Largest block on a CPU (:func:`~hvp_explore.operators.memory.batch_limit`); also the cap of a fitted block.
+        pencil: H_X goes on into the generalized pencil: when that pencil will be solved densely
+            (:func:`~hvp_explore.eigen.generalized.pencil_solver`) and ``solver`` is ``"auto"``, H_X's pairs come from the
+            Jacobian it needs anyway (``solver="jacobian"``; the operator keeps :math:`J^T J` for the pencil).
 
     Raises:
         ValueError: ``k`` or ``k_y`` outside 1..n-1.
@@ -401,7 +411,10 @@ def eigenpairs(generator: Callable, forward: Callable, metric: Callable, z0: tor
         count = k if name == "H_X" else (k_y if k_y is not None else default_k_y(op.residual_dim, n))
         if not isinstance(count, int) or not 1 <= count < n:
             raise ValueError(f"{'k' if name == 'H_X' else 'k_y'} must be between 1 and n - 1 = {n - 1}, got {count!r}")
-        result = top_eigenpairs(op, count, solver=solver, tol=tol, seed=seed, probe=False)  # reproducible: no timing
+        chosen = solver
+        if name == "H_X" and pencil and solver == "auto" and pencil_solver(op, ops["H_Y"]) == "dense":
+            chosen = "jacobian"  # the dense pencil takes H_X's Jacobian: its eigenpairs come with it
+        result = top_eigenpairs(op, count, solver=chosen, tol=tol, seed=seed, probe=False)  # reproducible: no timing
         ops[name], results[name] = op, (numerical_rank_part(result) if name == "H_Y" else result)
         timings["eigen_y" if name == "H_Y" else "eigen_x"] = time.perf_counter() - t0
     return EigenStage(ops["H_Y"], ops["H_X"], results["H_Y"], results["H_X"], block_sizes, timings)
@@ -411,7 +424,8 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
             mode: str = DEFAULT_MODE, k_y: int | None = None, K: int | None = DEFAULT_K, threshold: float = DEFAULT_THRESHOLD, eps: float = DEFAULT_EPS,
             tau: float = DEFAULT_TAU, eta_max: float | None = None, solver: str = DEFAULT_SOLVER, tol: float = DEFAULT_TOL,
             inversion: InversionResult | None = None, invert_options: dict | None = None, max_memory: int | None = None,
-            walk_steps: int = 0, walkers: int = DEFAULT_WALKERS, seed: int = 0, quiet: bool | None = None) -> ExplorationResult:
+            walk_steps: int = 0, walkers: int = DEFAULT_WALKERS, seed: int = 0, quiet: bool | None = None,
+            noise_sigma: float | None = None) -> ExplorationResult:
     r"""Find a first solution, then explore ``num_solutions`` more along low-measurement, high-perceptual directions.
 
     Args:
@@ -447,6 +461,9 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
             (:func:`walk_and_select`).
         walkers: Walkers of the feasible walks.
         seed: Seeds the inversion and the eigensolvers.
+        noise_sigma: A known noise standard deviation of ``y`` ([0, 1] scale): ``tau`` is then
+            :func:`~hvp_explore.problems.tau_from_noise` (the inversion aims at a quarter of it), raised to the first
+            solution's own measurement MSE when that is larger (:func:`~hvp_explore.problems.resolve_tau`).
         quiet: Hide progress bars.
     """
     if mode not in MODES:
@@ -463,11 +480,16 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
     timings: dict[str, float] = {}
     t_total = time.perf_counter()
 
+    if noise_sigma is not None:
+        tau = resolve_tau(tau, noise_sigma, getattr(forward, "num_measurements", y.numel()))
     # 1. first solution
     provided = inversion is not None
     if not provided:
         inversion = invert(generator, forward, y, tau=tau, seed=seed, quiet=quiet, **(invert_options or {}))
     timings["inversion"] = inversion.seconds
+    noise_tau = tau
+    if noise_sigma is not None:  # below the first solution's own MSE no step from it could be feasible
+        tau = max(tau, inversion.measurement_mse)
     G, z0 = inversion.generator, as_latent(inversion.latent)
     n = z0.numel()
     count = num_directions(num_solutions)
@@ -479,14 +501,18 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
     # 2-5. the metrics, directions, steps and distances, one progress step each
     with progress_bar("exploring", 4, quiet=quiet) as bar:
         bar.advance(0, status="eigenpairs")
-        eig = eigenpairs(G, forward, metric, z0, k=min(count, K) if mode == "generalized" else K, k_y=k_y, solver=solver, tol=tol,
-                         max_memory=max_memory, batch=batch, seed=seed)
+        eig = eigenpairs(G, forward, metric, z0, k=min(count, K) if mode in PENCIL_MODES else K, k_y=k_y, solver=solver, tol=tol,
+                         max_memory=max_memory, batch=batch, seed=seed, pencil=mode == "generalized")
         H_Y, H_X, eig_y, eig_x, k_y, m = eig.H_Y, eig.H_X, eig.eig_y, eig.eig_x, eig.eig_y.requested, eig.H_Y.residual_dim
         block_sizes = eig.block_sizes
         timings.update(eig.timings)
         bar.advance(2, status="directions")
         t0 = time.perf_counter()
-        directions, pencil = make_directions(mode, eig_y, eig_x, count=count, K=K, threshold=threshold, H_X=H_X, H_Y=H_Y,
+        pencil_op = H_X
+        if mode == "unobserved":  # the metric of what A cannot see, against H_Y
+            pencil_op = unobserved_hessian(G, forward, metric, z0)
+            pencil_op.block_size = H_X.block_size
+        directions, pencil = make_directions(mode, eig_y, eig_x, count=count, K=K, threshold=threshold, H_X=pencil_op, H_Y=H_Y,
                                              eps=eps, tol=tol, seed=seed)
         timings["directions"] = time.perf_counter() - t0
         bar.advance(status="feasible steps")
@@ -504,6 +530,9 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
             walk, solutions, pairwise = walk_and_select(G, forward, y, first_image, solutions, pairwise, metric=metric, steps=walk_steps,
                                                         walkers=walkers, num_solutions=num_solutions, tau=tau, quiet=quiet)
             timings["walks"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        unobserved = solutions_unobserved_share(forward, solutions, first_image, metric=metric)
+        timings["unobserved_share"] = time.perf_counter() - t0
         bar.advance(status="done")
     # an inversion passed in was paid for outside this call
     timings["total"] = time.perf_counter() - t_total + (inversion.seconds if provided else 0.0)
@@ -513,9 +542,21 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
                 "solver": solver, "tol": tol, "seed": seed,
                 "k_y_rank": eig_y.k, "m": m, "n": n, "max_memory": max_memory, "block_sizes": block_sizes,
                 "walk_steps": walk_steps, "walkers": walkers if walk_steps else 0}
+    if noise_sigma is not None:
+        settings["tau_from_noise"] = {"noise_sigma": noise_sigma, "noise_tau": noise_tau, "first_solution_mse": inversion.measurement_mse,
+                                      "floored": tau > noise_tau}
     return ExplorationResult(inversion=inversion, first_image=first_image[0], first_mse=first_mse, eig_y=eig_y, eig_x=eig_x,
                              pencil=pencil, directions=tuple(directions), solutions=tuple(solutions), pairwise=pairwise,
-                             timings=timings, settings=settings, rejected=tuple(rejected), walk=walk)
+                             timings=timings, settings=settings, rejected=tuple(rejected), walk=walk, unobserved=unobserved)
+
+
+def solutions_unobserved_share(forward: Callable, solutions, first_image: torch.Tensor, *, metric: Callable | None = None) -> dict | None:
+    """:func:`~hvp_explore.exploration.distances.unobserved_share` of solutions as saved (None without solutions or a
+    forward operator that cannot say what it does not see)."""
+    if not solutions or not callable(getattr(forward, "unobserved", None)):
+        return None
+    images = torch.stack([s.image.reshape(first_image.shape[-3:]) for s in solutions]).to(first_image.dtype)
+    return unobserved_share(forward, images, first_image, metric=metric)
 
 
 class Explorer:
@@ -617,24 +658,50 @@ class Explorer:
                    settings: ProjectSettings = ProjectSettings(), *, seed: int = DEFAULT_SEED) -> tuple[list[Direction], EigenResult | None]:
         """The directions of ``settings.solutions`` solutions from computed eigenpairs (:func:`make_directions`).
 
-        Generalized directions also need the operators at ``z0``, which are built here.
+        Generalized and unobserved-part directions also need the operators of their pencil at ``z0``, which are built
+        here (for ``unobserved``, :func:`~hvp_explore.operators.unobserved_hessian` in place of H_X).
         """
         H_Y, H_X = self.operators(observation, z0) if settings.mode == "generalized" else (None, None)
+        if settings.mode == "unobserved":
+            z = as_latent(z0).to(self.device)
+            forward = observation.forward.to(self.device)
+            H_Y, H_X = measurement_hessian(self.generator, forward, z), unobserved_hessian(self.generator, forward, self.metric, z)
         return make_directions(settings.mode, eig_y, eig_x, count=num_directions(settings.solutions), K=settings.k,
                                threshold=settings.threshold, H_X=H_X, H_Y=H_Y, eps=settings.eps, seed=seed)
 
     def render(self, observation: Observation, z0: torch.Tensor, first_image: torch.Tensor, directions: list[Direction],
-               settings: RenderSettings = RenderSettings(), *, seed: int = DEFAULT_SEED) -> tuple[list[Solution], list[dict], torch.Tensor | dict, dict]:
+               settings: RenderSettings = RenderSettings(), *, seed: int = DEFAULT_SEED, with_caps: bool = False) -> tuple:
         """Solutions along ``directions`` (:func:`render_solutions`): two per direction unless ``settings.solutions`` says.
 
         Steps are capped as :func:`explore` caps them (:func:`step_caps`: geometric unless ``settings.eta_max`` is given).
+
+        Returns:
+            ``(solutions, rejected, pairwise, timings)``, and the (len(directions),) step caps last with ``with_caps``
+            (what :meth:`frames` spans).
         """
         z0 = as_latent(z0).to(self.device)
         num = settings.solutions if settings.solutions is not None else 2 * len(directions)
         H_X = perceptual_hessian(self.generator, self.metric, z0) if settings.eta_max is None else None
         return capped_solutions(self.generator, observation.forward.to(self.device), observation.y.to(self.device), z0,
                                 first_image.to(self.device), directions, metric=self.metric, H_X=H_X, num_solutions=num,
-                                tau=settings.tau, eta_max=settings.eta_max, seed=seed)[:4]
+                                tau=settings.tau, eta_max=settings.eta_max, seed=seed)[:5 if with_caps else 4]
+
+    def frames(self, observation: Observation, z0: torch.Tensor, first_image: torch.Tensor, directions: list[Direction],
+               solutions: list[Solution], *, eta_max, tau: float = DEFAULT_TAU, frames: int = DEFAULT_FRAMES, walk: WalkResult | None = None,
+               generator: Callable | None = None) -> Frames:
+        """The frames of report.html's sliders (:func:`~hvp_explore.exploration.frames.exploration_frames`).
+
+        ``generator`` is the run's generator when it is not this explorer's (IAGAN's fine-tuned copy).
+        """
+        return exploration_frames(generator or self.generator, observation.forward.to(self.device), observation.y.to(self.device),
+                                  as_latent(z0).to(self.device), first_image.to(self.device), directions, solutions, eta_max=eta_max,
+                                  tau=tau, frames=frames, walk=walk, chunk=batch_limit(first_image))
+
+    def exploration_frames(self, observation: Observation, result: ExplorationResult, *, frames: int = DEFAULT_FRAMES) -> Frames:
+        """The frames of an exploration's report.html: its directions under its step caps, its walkers' paths."""
+        return self.frames(observation, result.inversion.latent, result.first_image, list(result.directions), list(result.solutions),
+                           eta_max=result.settings["eta_caps"], tau=result.settings["tau"], frames=frames, walk=result.walk,
+                           generator=result.inversion.generator)
 
     def explore(self, observation: Observation, *, inversion: InversionSettings = InversionSettings(),
                 eigen: EigenSettings = EigenSettings(), directions: DirectionSettings = DirectionSettings(),
@@ -646,7 +713,7 @@ class Explorer:
                        num_solutions=directions.solutions, mode=directions.mode, k_y=eigen.k_y, K=eigen.k,
                        threshold=directions.threshold, eps=directions.eps, tau=steps.tau, eta_max=steps.eta_max, solver=eigen.solver,
                        tol=eigen.tol, invert_options=_invert_kwargs(inversion), max_memory=self.budget,
-                       walk_steps=walks.walk_steps, walkers=walks.walkers, seed=seed, quiet=quiet)
+                       walk_steps=walks.walk_steps, walkers=walks.walkers, seed=seed, quiet=quiet, noise_sigma=steps.noise_sigma)
 
 
 def _invert_kwargs(settings: InversionSettings) -> dict:

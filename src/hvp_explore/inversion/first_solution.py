@@ -31,6 +31,7 @@ set, x_bp = x + A^+(y - A x), so that A x_bp = y wherever A A^+ = I.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,6 +66,8 @@ from hvp_explore.settings import (
 
 __all__ = ["InversionResult", "invert"]
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class InversionResult:
@@ -86,6 +89,7 @@ class InversionResult:
         back_projected: Whether ``image`` is the back-projection of G(latent).
         stopped_early: Whether the inversion reached ``tau * stop_factor`` (before using all CSGM steps).
         gauss_newton_steps: Accepted Levenberg-Marquardt steps (0 when the refinement did not run).
+        fine_tune_reason: Why IAGAN fine-tuned the generator (asked for, or CSGM's best MSE above tau), else None.
     """
 
     latent: torch.Tensor
@@ -101,6 +105,7 @@ class InversionResult:
     back_projected: bool
     stopped_early: bool
     gauss_newton_steps: int = 0
+    fine_tune_reason: str | None = None
 
 
 def invert(
@@ -273,12 +278,18 @@ def invert(
             timings["csgm"] += time.perf_counter() - t0
         stopped_early = best_mse < tau * stop_factor
 
-    used = generator
+    used, reason = generator, None
     if iagan == "auto":
         # fine-tune only when CSGM could not reach feasibility, and only generators with parameters
         iagan = (best_mse > tau and isinstance(generator, nn.Module)
                  and any(True for _ in generator.parameters()))
+        searched = "CSGM and Gauss-Newton" if "gauss_newton" in timings else "CSGM"
+        reason = f"{searched} stayed above tau (best measurement MSE {best_mse:.2e} > tau = {tau:g})" if iagan else None
+    elif iagan:
+        reason = "asked for (iagan on)"
     if iagan:
+        # announced before it starts: it is the longest stage of a photograph's run, and it changes the generator
+        logger.info("IAGAN: fine-tuning a copy of the generator, %s; up to %d steps", reason, iagan_steps)
         t0 = time.perf_counter()
         used, latent, iagan_history = iagan_finetune(
             generator, forward, y, latent, steps=iagan_steps, lr_z=iagan_lr_z, lr_g=iagan_lr_g, stop_mse=tau * stop_factor, quiet=quiet
@@ -311,4 +322,5 @@ def invert(
         back_projected=bool(back_projection),
         stopped_early=stopped_early,
         gauss_newton_steps=accepted,
+        fine_tune_reason=reason,
     )

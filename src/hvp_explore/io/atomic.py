@@ -92,9 +92,35 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())  # data on disk before the rename makes it visible
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:  # "No space left on device" alone names no file
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
         raise
+    return path
+
+
+def save_tensors(obj: Any, path: Path | str) -> Path:
+    """``torch.save(obj, path)``, with a failed write (a full disk, a quota) as a one-line ``OSError`` naming the file.
+
+    torch reports a failed write as a ``RuntimeError`` from its C++ zip writer ("enforce fail at
+    inline_container.cc"), which names neither the file nor the cause.
+    """
+    import torch
+
+    path = Path(path)
+    try:
+        torch.save(obj, path)
+    except RuntimeError as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "inline_container" not in message and "write" not in message.lower():
+            raise  # not a failed write: a bug keeps its traceback
+        try:
+            free = shutil.disk_usage(path.parent).free
+        except OSError:
+            free = None
+        cause = f"the disk is full ({free} bytes free)" if free is not None and free < (1 << 20) else message
+        raise OSError(f"cannot write {path}: {cause}; free some space (or choose another --out) and rerun") from None
     return path
 
 
@@ -179,14 +205,50 @@ def is_complete(folder: Path | str, *, marker_name: str = MARKER_NAME) -> bool:
 
     The marker is written last, so its presence means the run that wrote the folder finished.
     """
-    marker = Path(folder) / marker_name
+    return _read_marker(Path(folder), marker_name) is not None
+
+
+def _read_marker(folder: Path, marker_name: str = MARKER_NAME) -> dict | None:
+    """The marker of ``folder`` as a dict, or None when there is none or it is not this tool's."""
+    marker = folder / marker_name
     try:
         if not marker.is_file():
-            return False
+            return None
         content = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):  # unreadable or not JSON: not ours
-        return False
-    return isinstance(content, dict) and content.get("tool") == TOOL_NAME
+        return None
+    return content if isinstance(content, dict) and content.get("tool") == TOOL_NAME else None
+
+
+def _files_in(folder: Path) -> list[str]:
+    """Every file (and link) under ``folder``, as sorted relative POSIX paths."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        base = Path(root).relative_to(folder)
+        found += [(base / name).as_posix() for name in files]
+        found += [(base / name).as_posix() for name in dirs if os.path.islink(os.path.join(root, name))]
+    return sorted(found)
+
+
+def foreign_files(folder: Path | str, *, marker_name: str = MARKER_NAME) -> list[str]:
+    """The files of a complete output folder that hvp-explore did not write there (a user's NOTES.txt).
+
+    The marker lists the files the run wrote; for a marker of an older version without that list, the files
+    changed after the marker was written count as foreign (the marker is written last).
+
+    Returns:
+        Relative paths, sorted; empty when the folder holds only what the tool wrote (or is not complete).
+    """
+    folder = Path(folder)
+    marker = _read_marker(folder, marker_name)
+    if marker is None:
+        return []
+    present = [name for name in _files_in(folder) if name != marker_name]
+    written = marker.get("files")
+    if isinstance(written, list):
+        return [name for name in present if name not in set(written)]
+    written_at = (folder / marker_name).stat().st_mtime
+    return [name for name in present if os.lstat(folder / name).st_mtime > written_at + 1]
 
 
 def _resolve(target: Path | str) -> Path:
@@ -240,6 +302,35 @@ def _pid_alive(pid: int) -> bool:
 
 def _owned_by_live_other(host: str, pid: int) -> bool:
     return host == _host_tag() and pid != os.getpid() and _pid_alive(pid)
+
+
+def temporary_prefix(prefix: str) -> str:
+    """``prefix`` followed by this host's tag and this process's id, for a temporary folder that
+    :func:`remove_stale_temporaries` can delete once the process is gone."""
+    return f"{prefix}{_host_tag()}-{os.getpid()}-"
+
+
+def remove_stale_temporaries(parent: Path | str, prefix: str) -> list[Path]:
+    """Delete the folders ``parent/<prefix><host>-<pid>-*`` of processes of this host that are gone (killed outright).
+
+    Folders of live processes, of other hosts, or named otherwise are left alone.
+
+    Returns:
+        The folders deleted.
+    """
+    pattern = re.compile(re.escape(prefix) + r"([0-9a-f]{8})-(\d+)-[^/]+\Z")
+    removed = []
+    try:
+        with os.scandir(parent) as it:
+            names = sorted(e.name for e in it if e.name.startswith(prefix) and e.is_dir(follow_symlinks=False))
+    except OSError:
+        return removed
+    for name in names:
+        match = pattern.match(name)
+        if match and match.group(1) == _host_tag() and int(match.group(2)) != os.getpid() and not _pid_alive(int(match.group(2))):
+            shutil.rmtree(Path(parent) / name, ignore_errors=True)
+            removed.append(Path(parent) / name)
+    return removed
 
 
 def recover_output_dir(target: Path | str, *, marker_name: str = MARKER_NAME) -> Path | None:
@@ -327,8 +418,8 @@ def check_output_dir(target: Path | str, *, overwrite: bool = False, inputs: Ite
     Raises:
         OutputDirError: The target is a file; it is or contains an input; a non-empty folder
             without the marker (never replaced); a folder with the marker and ``overwrite`` is
-            False; the root, home or current folder (never replaced); or its parent folder cannot
-            be created or written.
+            False; a folder that holds files hvp-explore did not write (:func:`foreign_files`, named); the root,
+            home or current folder, or a mount point (never replaced); or its parent folder cannot be created or written.
     """
     target = check_not_an_input(target, inputs)
     recover_output_dir(target, marker_name=marker_name)
@@ -345,19 +436,54 @@ def check_output_dir(target: Path | str, *, overwrite: bool = False, inputs: Ite
         if non_empty and not is_complete(target, marker_name=marker_name):
             raise OutputDirError(f"output folder {target} exists and was not written by hvp-explore: choose another --out "
                                  "(only folders hvp-explore wrote are ever replaced)")
+        foreign = foreign_files(target, marker_name=marker_name) if non_empty else []
+        if foreign:  # replacing the folder would delete them: a user's notes are never collateral
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise OutputDirError(f"output folder {target} holds files hvp-explore did not write ({shown}): move them out of "
+                                 "it, or choose another --out (replacing the folder would delete them)")
         if non_empty and not overwrite:
             raise OutputDirError(f"output folder {target} holds an earlier hvp-explore run: pass --overwrite to replace it")
+        if os.path.ismount(target):  # the outputs are renamed into place, and a mount point cannot be renamed over
+            raise OutputDirError(f"output folder {target} is a mount point, which hvp-explore cannot replace by renaming: "
+                                 f"use a folder inside it, e.g. --out {target / 'run'}")
+    check_parent_writable(target, "output folder")
+    return target
+
+
+def check_parent_writable(target: Path | str, what: str = "output") -> Path:
+    """Check that ``target`` (a folder or a file) can be created: its nearest existing parent is a folder that accepts one.
+
+    A probe folder is created and removed, since ``access()`` trusts the mode bits only: ``/proc``, a read-only
+    mount or a full quota are found before any work, not after it.
+
+    Raises:
+        OutputDirError: The nearest existing parent is a file, or refuses new entries.
+    """
+    target = Path(target)
     existing = _nearest_existing(target.parent)
     if not existing.is_dir():
-        raise OutputDirError(f"cannot create output folder {target}: {existing} is a file, not a folder")
+        raise OutputDirError(f"cannot create {what} {target}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputDirError(f"cannot create output folder {target}: {existing} is not writable")
-    try:  # access() trusts the mode bits; only a real folder tells of /proc, a read-only mount, a full quota
+        raise OutputDirError(f"cannot create {what} {target}: {existing} is not writable")
+    try:
         os.rmdir(tempfile.mkdtemp(prefix=".hvp-probe-", dir=existing))
     except OSError as exc:
-        raise OutputDirError(f"cannot create output folder {target}: {existing} does not accept new folders "
+        raise OutputDirError(f"cannot create {what} {target}: {existing} does not accept new folders "
                              f"({exc.strerror or exc})") from None
-    return target
+    return existing
+
+
+def check_output_file(path: Path | str, what: str = "output file") -> Path:
+    """Check, before any work, that the file ``path`` can be written (it is not a folder; its folder accepts files).
+
+    Raises:
+        OutputDirError: ``path`` is a folder, or it cannot be created (:func:`check_parent_writable`).
+    """
+    path = _resolve(path)
+    if path.is_dir():
+        raise OutputDirError(f"{what} {path} is a folder: expected a file name")
+    check_parent_writable(path, what)
+    return path
 
 
 def _marker_payload(extra: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -436,7 +562,8 @@ def atomic_output_dir(
         raise OutputDirError(f"cannot create a temporary folder in {target.parent}: {exc.strerror or exc}") from None
     try:
         yield tmp
-        write_json_atomic(tmp / marker_name, _marker_payload(marker))
+        # the files the run wrote: --overwrite later replaces the folder only if it holds nothing else
+        write_json_atomic(tmp / marker_name, {**_marker_payload(marker), "files": _files_in(tmp)})
         check_output_dir(target, overwrite=overwrite, marker_name=marker_name)
         try:
             _install(tmp, target)

@@ -26,6 +26,7 @@ input, the latest one.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -71,7 +72,7 @@ def _sort_key(path: Path) -> tuple[str, str]:
     return path.name, str(path)
 
 
-def discover_inputs(input_dir: Path | str) -> list[Path]:
+def discover_inputs(input_dir: Path | str, *, exclude: Iterable[Path | str] = ()) -> list[Path]:
     """The observation files directly inside ``input_dir``, sorted by file name.
 
     Files whose names end in one of :data:`INPUT_EXTENSIONS` (any case: ``.PNG`` counts) are
@@ -79,8 +80,14 @@ def discover_inputs(input_dir: Path | str) -> list[Path]:
     symbolic link to a file counts as that file. The order is the code-point order of the names,
     independent of the machine and locale, so every shard sees the same list.
 
+    Args:
+        input_dir: The folder.
+        exclude: Files that are not observations even if they sit there (the ``--mask`` of the batch),
+            compared after resolving links.
+
     Raises:
-        ValueError: ``input_dir`` does not exist, is not a folder, cannot be read, or holds no input.
+        ValueError: ``input_dir`` does not exist, is not a folder, cannot be read, holds no input, or holds
+            a link that cannot be followed (a loop: named).
     """
     folder = Path(input_dir)
     if not folder.exists():
@@ -89,13 +96,19 @@ def discover_inputs(input_dir: Path | str) -> list[Path]:
         raise ValueError(f"input folder {folder} is a file: expected a folder of observations")
     try:
         with os.scandir(folder) as it:
-            names = [
-                e.name
-                for e in it
-                if not e.name.startswith(".") and e.name.lower().endswith(INPUT_EXTENSIONS) and e.is_file()
-            ]
+            entries = [e for e in it if not e.name.startswith(".") and e.name.lower().endswith(INPUT_EXTENSIONS)]
     except OSError as exc:
         raise ValueError(f"cannot read input folder {folder}: {exc.strerror or exc}") from None
+    names = []
+    for entry in entries:
+        try:
+            if entry.is_file():
+                names.append(entry.name)
+        except OSError as exc:  # a loop of symbolic links: name it, rather than the folder
+            raise ValueError(f"input {display_path(folder / entry.name)} cannot be followed ({exc.strerror or exc}): "
+                             "remove the link or point it at a file") from None
+    skip = {os.path.realpath(p) for p in exclude}
+    names = [name for name in names if os.path.realpath(folder / name) not in skip]
     if not names:
         raise ValueError(
             f"input folder {folder} holds no observations: looked for files ending in "
@@ -484,6 +497,61 @@ def _create_batch_dir(out_dir: Path | str, *, overwrite: bool) -> Path:
     return folder
 
 
+def _lock(path: Path, *, exclusive: bool, shard: Shard, folder: Path) -> int | None:
+    """Take an advisory lock (``flock``) on the file or folder ``path``; the kernel releases it when the process ends,
+    even killed, so a lock never outlives its batch.
+
+    Returns:
+        The open descriptor holding it (close it to release), or None where there are no such locks (Windows, or a
+        file system that refuses them).
+
+    Raises:
+        OutputDirError: Another live batch holds it.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: concurrent batches are the user's to avoid
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+            return None  # no locks on this file system
+        raise OutputDirError(f"another live batch is writing into {folder} (shard {shard} or the whole folder), so this batch "
+                             "stops: wait for it to end, or give this one another --out (shards of one batch take "
+                             "--shard i/n)") from None
+    return fd
+
+
+def _claim(folder: Path, shard: Shard) -> list[int | None]:
+    """Hold ``folder`` for this shard: two batches of the same shard (or an unsharded one beside any other) would
+    compute every image twice and each record the other's complete folders as errors.
+
+    The folder itself is locked, exclusively by an unsharded batch and shared by shards; the shard's manifest
+    exclusively. No lock file is added to the folder.
+    """
+    fds = [_lock(folder, exclusive=shard.count == 1, shard=shard, folder=folder)]
+    try:
+        manifest = manifest_path(folder, shard)
+        _open_manifest(manifest)
+        fds.append(_lock(manifest, exclusive=True, shard=shard, folder=folder))
+    except BaseException:
+        _release(fds)
+        raise
+    return fds
+
+
+def _release(fds: list[int | None]) -> None:
+    for fd in fds:
+        if fd is not None:
+            os.close(fd)
+
+
 def _bad_name(path: Path) -> str | None:
     """Why ``path``'s name cannot be processed (not UTF-8, a control character), or None."""
     try:
@@ -552,6 +620,16 @@ def run_batch(
     names = output_names(inputs)
     mine = select(sorted(names, key=_sort_key), shard)
     folder = _create_batch_dir(out_dir, overwrite=overwrite)
+    locks = _claim(folder, shard)
+    try:
+        return _run_shard(folder, names, mine, process, shard=shard, quiet=quiet, redo=redo)
+    finally:
+        _release(locks)
+
+
+def _run_shard(folder: Path, names: dict[Path, str], mine: list[Path], process, *, shard: Shard, quiet: bool | None,
+               redo: bool) -> BatchResult:
+    """:func:`run_batch` once the folder is held."""
     manifest = manifest_path(folder, shard)
     _open_manifest(manifest)
     earlier = {record["input"]: record for record in read_manifests(folder)}

@@ -8,13 +8,15 @@ file; names are shown with control characters and bytes that are not UTF-8 escap
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
-from hvp_explore.settings import MAX_FLOAT, MAX_IMAGE_PIXELS
+from hvp_explore.settings import MAX_FLOAT, MAX_IMAGE_PIXELS, MIN_TEMP_FREE
 
-__all__ = ["STATE_FILE", "ImageError", "check_file", "check_input", "check_path_text", "check_stage_folder", "display_path",
-           "one_line", "open_image_lazily", "read_measurements"]
+__all__ = ["STATE_FILE", "ImageError", "check_file", "check_input", "check_path_text", "check_stage_folder", "check_temp_space",
+           "display_path", "one_line", "open_image_lazily", "read_measurements"]
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_SIGNATURE = b"\xff\xd8\xff"
@@ -133,6 +135,7 @@ def read_measurements(path: Path | str):
     check_file(path, "a measurements (.npy)")
     if path.suffix.lower() != ".npy":
         raise ImageError(f"{shown}: measurements must be a NumPy .npy file, got extension {path.suffix!r}")
+    _check_npy_header(path, shown)
     try:
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -148,6 +151,52 @@ def read_measurements(path: Path | str):
         raise ImageError(f"{shown} holds values up to {np.abs(arr).max():.3g}: measurements must stay within {MAX_FLOAT:g} "
                          "(their squares must fit float32, the working precision)")
     return arr
+
+
+_NPY_SIGNATURE = b"\x93NUMPY"
+
+
+def _check_npy_header(path: Path, shown: str) -> None:
+    """Read a ``.npy`` file's header only: its kind by the magic bytes, and that its data is really there.
+
+    NumPy allocates the array the header declares before it reads a byte of data, so a 128-byte file that
+    claims 2**40 values would ask for 8 TiB; and it calls a PNG "pickled data". Both are named here first.
+    """
+    import numpy as np
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_PNG_SIGNATURE))
+            if head.startswith(_PNG_SIGNATURE) or head.startswith(_JPEG_SIGNATURE):
+                kind = "a PNG" if head.startswith(_PNG_SIGNATURE) else "a JPEG"
+                raise ImageError(f"{shown} is {kind} image, not a .npy array (its first bytes say so): give it the "
+                                 f"extension {'.png' if kind == 'a PNG' else '.jpg'} to use it as an image")
+            if not head.startswith(_NPY_SIGNATURE):
+                raise ImageError(f"{shown} is not a readable .npy array: it does not start with NumPy's signature "
+                                 "(save measurements with numpy.save)")
+            f.seek(0)
+            version = np.lib.format.read_magic(f)
+            read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read is None:
+                raise ImageError(f"{shown} is a .npy file of format version {version[0]}.{version[1]}: save it with "
+                                 "numpy.save (format 1.0 or 2.0)")
+            shape, _, dtype = read(f)
+            data_bytes = os.fstat(f.fileno()).st_size - f.tell()
+    except ImageError:
+        raise
+    except OSError as exc:
+        raise ImageError(f"cannot read {shown}: {one_line(exc)}") from None
+    except ValueError as exc:  # a header NumPy cannot parse
+        raise ImageError(f"{shown} is not a readable .npy array: {one_line(exc)}") from None
+    if dtype.hasobject:
+        raise ImageError(f"{shown} is not a readable .npy array: it holds Python objects (pickled data), which hvp-explore "
+                         "never loads; save a numeric array")
+    count = 1
+    for size in shape:
+        count *= int(size)
+    if count * dtype.itemsize > data_bytes:
+        raise ImageError(f"{shown} declares {count} values of shape {tuple(shape)} ({count * dtype.itemsize} bytes) but holds "
+                         f"{data_bytes} bytes of data: the file is truncated or its header is wrong (nothing was allocated)")
 
 
 #: The file of a stage folder that the next stage reads (see :mod:`hvp_explore.io.stages`).
@@ -180,3 +229,22 @@ def check_input(path: Path | str, what: str = "input") -> None:
         read_measurements(path)
     else:
         open_image_lazily(path).close()
+
+
+def check_temp_space(minimum: int = MIN_TEMP_FREE) -> None:
+    """Refuse to start when the temporary folder ($TMPDIR) has less than ``minimum`` bytes free.
+
+    torch's profiler writes a trace there to measure the memory of one product; on a full $TMPDIR it fails
+    after the inversion, with a message about a missing trace.json.
+
+    Raises:
+        OSError: Too little space, or no usable temporary folder (one line, naming the folder and the fix).
+    """
+    try:
+        folder = tempfile.gettempdir()
+        free = shutil.disk_usage(folder).free
+    except (OSError, FileNotFoundError) as exc:
+        raise OSError(f"no usable temporary folder ({one_line(exc)}): set TMPDIR to a writable folder") from None
+    if free < minimum:
+        raise OSError(f"the temporary folder {display_path(folder)} has {free // 1024} KiB free, less than the "
+                      f"{minimum >> 20} MiB a run needs there: free some space or set TMPDIR to another folder")

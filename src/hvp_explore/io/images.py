@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from hvp_explore.io.atomic import write_bytes_atomic
 from hvp_explore.io.files import ImageError, display_path, one_line, open_image_lazily, read_measurements
@@ -27,18 +27,25 @@ logger = logging.getLogger(__name__)
 _SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N"})
 _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+#: Pixels converted at a time by :func:`load_image` (float64 temporaries of about 100 MB for RGB).
+_BLOCK_PIXELS = 1 << 22
 
 
 def _open_image(path: Path | str) -> Image.Image:
     """Open and fully decode an image file, turning every failure into a one-line ImageError.
 
     The header is checked first (:func:`~hvp_explore.io.files.open_image_lazily`: an image, of a size that
-    is safe to decode); decoding is what detects truncated data.
+    is safe to decode); decoding is what detects truncated data. The EXIF orientation is applied (a phone
+    photograph stored sideways or upside down is turned upright, as image viewers show it), so the pixels
+    are those the user sees; the rotation keeps the pixel count, so the size check above still holds.
     """
     img = open_image_lazily(path)
     try:
         img.load()
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # in place: no copy of the pixels when the orientation is already upright (most files)
+        ImageOps.exif_transpose(img, in_place=True)
+    except (OSError, SyntaxError, ValueError, EOFError, TypeError, KeyError) as exc:
+        # TypeError and KeyError: a malformed EXIF block (Pillow reads its values as they are stored)
         img.close()
         raise ImageError(f"{display_path(path)} is truncated or corrupt: {one_line(exc)}") from None
     return img
@@ -64,7 +71,7 @@ def _image_to_array(img: Image.Image, path: Path | str) -> np.ndarray:
 
 
 def load_image(path: Path | str, *, channels: int | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Load a PNG or JPEG (or any image Pillow reads) as a tensor (C, H, W) in [-1, 1].
+    """Load a PNG or JPEG (or any image Pillow reads) as a tensor (C, H, W) in [-1, 1], upright by its EXIF orientation.
 
     Grayscale files give C = 1, colour files C = 3 (an alpha channel is dropped). With ``channels``
     set, the image is converted: colour to gray by the ITU-R 601-2 luma
@@ -87,16 +94,23 @@ def load_image(path: Path | str, *, channels: int | None = None, dtype: torch.dt
     if channels not in (None, 1, 3):
         raise ValueError(f"channels must be 1 (grayscale), 3 (RGB) or None (as in the file), got {channels!r}")
     img = _open_image(path)
-    arr = _image_to_array(img, path)
-    have = arr.shape[2]
+    width, height = img.size
+    # float64 copies of a whole 8192x8192 photograph took 7 GB: the pixels are converted a block of rows at a time,
+    # with the same arithmetic per pixel, into the result (so the peak is the decoded file plus the result)
+    rows = max(1, _BLOCK_PIXELS // max(width, 1))
+    out, have = None, None
+    for top in range(0, height, rows):
+        arr = _image_to_array(img.crop((0, top, width, min(top + rows, height))), path)
+        have = arr.shape[2]
+        if channels is not None and channels != have:
+            arr = arr @ np.array([0.299, 0.587, 0.114])[:, None] if channels == 1 else np.repeat(arr, 3, axis=2)
+        block = (torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))) * 2.0 - 1.0).to(dtype)
+        if out is None:
+            out = torch.empty((block.shape[0], height, width), dtype=dtype)
+        out[:, top : top + block.shape[1]] = block
     if channels is not None and channels != have:
-        if channels == 1:
-            arr = arr @ np.array([0.299, 0.587, 0.114])[:, None]
-        else:
-            arr = np.repeat(arr, 3, axis=2)
         logger.info("converted %s from %d to %d channel(s) to match the generator", path, have, channels)
-    tensor = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
-    return (tensor * 2.0 - 1.0).to(dtype)
+    return out
 
 
 def center_crop(img: torch.Tensor, aspect: float = 1.0) -> torch.Tensor:

@@ -19,21 +19,23 @@ import numpy as np
 import torch
 
 from hvp_explore._version import __version__
-from hvp_explore.io.atomic import write_json_atomic
+from hvp_explore.io.atomic import save_tensors, write_json_atomic
 from hvp_explore.eigen.solvers import EigenResult
 from hvp_explore.exploration import Direction, ExplorationResult, Solution, coupling_matrix
 from hvp_explore.generators import is_registered, load_generator
 from hvp_explore.io._progress import progress_bar
 from hvp_explore.io.files import STATE_FILE, check_stage_folder, display_path
-from hvp_explore.io.images import save_image
-from hvp_explore.io.schema import check_state
+from hvp_explore.io.images import quantize, save_image
+from hvp_explore.io.schema import check_state, check_state_archive
 from hvp_explore.inversion import InversionResult
 from hvp_explore.metrics import load_metric
 from hvp_explore.problems.observation import Observation
-from hvp_explore.problems import lr_psnr, make_problem
-from hvp_explore.settings import ProblemSettings
+from hvp_explore.problems import describe_tau, lr_psnr, make_problem, measurement_mse
+from hvp_explore.settings import H_Y_RANK_RTOL, PENCIL_MODES, ProblemSettings
 from hvp_explore.inversion import PulseResult
 from hvp_explore.io.figures import contact_sheet, plot_correlation, plot_coupling, plot_spectra, spread_image
+from hvp_explore.io.html import write_report_html
+from hvp_explore.exploration.frames import Frames
 
 __all__ = ["RunState", "save_state", "load_state", "problem_state", "state_from_inversion", "write_inversion", "write_pulse", "write_eigen",
            "write_exploration", "exploration_report", "generator_to_load", "load_run_state_into", "check_run_generator",
@@ -151,7 +153,7 @@ def state_from_inversion(*, generator: str, observation: Observation, problem: d
 
 def save_state(folder: Path, state: RunState) -> Path:
     path = Path(folder) / STATE_FILE
-    torch.save({"version": __version__, **{f: getattr(state, f) for f in state.__dataclass_fields__}}, path)
+    save_tensors({"version": __version__, **{f: getattr(state, f) for f in state.__dataclass_fields__}}, path)
     return path
 
 
@@ -162,6 +164,7 @@ def load_state(folder: Path | str) -> RunState:
         ValueError: The folder is not an output folder of an earlier stage (one line).
     """
     path = check_stage_folder(folder)
+    check_state_archive(path)  # before torch reads it: a compressed record can hide gigabytes in a small file
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a damaged file
@@ -236,8 +239,40 @@ def inversion_report(inversion: InversionResult) -> dict:
     return {"measurement_mse": inversion.measurement_mse, "lr_psnr": lr_psnr(max(inversion.measurement_mse, 1e-300)),
             "seconds": inversion.seconds, "timings": dict(inversion.timings), "steps_run": inversion.steps_run,
             "stopped_early": inversion.stopped_early, "gauss_newton_steps": inversion.gauss_newton_steps,
-            "fine_tuned": inversion.fine_tuned,
+            "fine_tuned": inversion.fine_tuned, "fine_tune_reason": inversion.fine_tune_reason,
             "back_projected": inversion.back_projected, "restart_mses": list(inversion.restart_mses)}
+
+
+def _fine_tune_warnings(inversion: dict) -> list[str]:
+    """The warning that IAGAN fine-tuned the generator, with its reason (from :func:`inversion_report`'s entry)."""
+    if not inversion.get("fine_tuned"):
+        return []
+    reason = inversion.get("fine_tune_reason") or "asked for"
+    return [f"IAGAN fine-tuned a copy of the generator ({reason}): the solutions are images of the fine-tuned copy "
+            "(its weights are saved with the run), not of the generator as shipped"]
+
+
+def _eigen_warnings(name: str, eig: EigenResult | None) -> list[str]:
+    """What an eigensolve's report says of pairs that are not all there: those dropped beyond H_Y's numerical rank
+    (:func:`~hvp_explore.exploration.explorer.numerical_rank_part`; a fact of the operator, not a fault), those the
+    solver did not find, and those kept that did not reach tol (used as computed)."""
+    if eig is None:
+        return []
+    out = []
+    dropped = int(eig.info.get("dropped", 0))
+    if dropped:
+        rank = int(eig.info.get("numerical_rank", eig.k))
+        out.append(f"{name}: {dropped} of the {eig.requested} eigenpairs asked for lie beyond its numerical rank {rank} (eigenvalues "
+                   f"below {H_Y_RANK_RTOL:g} of the largest: directions that leave the measurements unchanged) and are dropped; the {eig.k} kept "
+                   "are removed from the directions")
+    missing = eig.requested - eig.k - dropped
+    if missing > 0:
+        out.append(f"{name}: the solver {eig.solver} returned {eig.requested - missing} of the {eig.requested} eigenpairs asked for")
+    bad = int((~eig.converged).sum())
+    if bad:
+        out.append(f"{name}: {bad} of the {eig.k} eigenpairs kept did not reach tol={eig.tol:g} with {eig.solver} (largest relative "
+                   f"residual {eig.max_relative_residual:.2e}); they are used as computed")
+    return out
 
 
 def _eigen_summary(result: EigenResult, seconds: float | None = None) -> dict:
@@ -250,18 +285,19 @@ def _eigen_summary(result: EigenResult, seconds: float | None = None) -> dict:
             "residuals": result.residuals.tolist(), "values": result.values.tolist()}
 
 
-def write_inversion(folder: Path, state: RunState, *, tau: float, command: str) -> dict:
-    """``invert``'s folder: observation.png, solution.png, state.pt, report.json."""
+def write_inversion(folder: Path, state: RunState, *, tau: float, command: str, face: dict | None = None) -> dict:
+    """``invert``'s folder: observation.png, solution.png, state.pt, report.json (``face``: where ``--face`` cropped INPUT)."""
     save_image(state.display, folder / "observation.png")
     save_image(state.image[0], folder / "solution.png")
     if state.clean is not None:
         save_image(state.clean, folder / "ground_truth.png")
     save_state(folder, state)
     mse = state.inversion["measurement_mse"]
-    report = {"command": command, "generator": state.generator, "problem": _problem_json(state.problem), "tau": tau,
+    report = {"command": command, "generator": state.generator,
+              "problem": {**_problem_json(state.problem), **({"face": face} if face is not None else {})}, "tau": tau,
               **state.inversion, "feasible": mse <= tau,
               "timings": {**state.inversion["timings"], "total": state.inversion["seconds"]},
-              "warnings": [] if mse <= tau else [_not_feasible(mse, tau)]}
+              "warnings": _fine_tune_warnings(state.inversion) + ([] if mse <= tau else [_not_feasible(mse, tau)])}
     write_json_atomic(folder / "report.json", report)
     return report
 
@@ -282,7 +318,7 @@ def _save_latents(folder: Path, latents: torch.Tensor, files: list[str], labels:
              directions=np.array(labels, dtype=str), eta=np.array([np.nan if e is None else e for e in etas], dtype=np.float64),
              measurement_mse=np.array(mses, dtype=np.float64))
     if generator_state is not None:
-        torch.save({k: v.detach().cpu() for k, v in generator_state.items()}, folder / GENERATOR_STATE_FILE)
+        save_tensors({k: v.detach().cpu() for k, v in generator_state.items()}, folder / GENERATOR_STATE_FILE)
     return {"file": SOLUTIONS_FILE, "generator_state": GENERATOR_STATE_FILE if generator_state is not None else None,
             "regenerate": "G(latents[i]) is files[i], G the run's generator (with the weights of generator_state when set)"}
 
@@ -291,28 +327,107 @@ def _problem_json(problem: dict) -> dict:
     return {k: (f"mask with {int(v.sum())} missing pixels" if isinstance(v, torch.Tensor) else v) for k, v in problem.items()}
 
 
-def write_pulse(folder: Path, result: PulseResult, observation: Observation, *, generator: str, problem: dict, command: str) -> dict:
-    """``pulse``'s folder: solutions/*.png, sheet.png, report.json (the exploration's ``solutions`` schema)."""
+def _truth_mse(images: torch.Tensor, clean: torch.Tensor) -> list[float]:
+    """Pixel MSE of each image (N, C, H, W) to the ground truth on the [0, 1] scale (images in [-1, 1]), as report.json's
+    ``ground_truth_mse``."""
+    clean = clean.to(images.device, images.dtype).reshape(1, *images.shape[1:])
+    return ((images - clean) / 2).pow(2).flatten(1).mean(1).tolist()
+
+
+def pulse_measures(result: PulseResult, observation: Observation, *, metric=None) -> dict:
+    """The numbers of ``pulse``'s report.json, from the 8-bit images its PNGs hold, as an exploration's are.
+
+    Returns:
+        ``images`` (the quantized images, N x C x H x W), ``measurement_mse`` and ``feasible`` (of the PNGs, the
+        measurement MSE on the [0, 1] scale against tau), ``first`` (the run that plays the first solution: the first
+        feasible one, else run 1), ``perceptual_distance`` (of each run to it; None without a ``metric``),
+        ``pairwise`` (min, mean, max of the perceptual distances between the feasible runs: the solutions found),
+        ``ground_truth_mse`` (``{"first_solution", "solutions"}`` on the [0, 1] scale, None without a truth).
+    """
+    from hvp_explore.exploration.distances import PAIRWISE_MATRIX_MAX, distances_to, pairwise_distances, pairwise_summary
+
+    with torch.no_grad():
+        images = quantize(result.images.detach())  # what solutions/*.png hold
+        forward = observation.forward.to(images.device)
+        mse = measurement_mse(forward, images, observation.y.to(images.device, images.dtype)).to(torch.float64).cpu()
+    feasible = mse <= result.eps
+    found = torch.nonzero(feasible).flatten().tolist()
+    first = found[0] if found else 0
+    to_first, pairwise = None, {"min": None, "mean": None, "max": None}
+    if metric is not None:  # on the generator's device, where the Explorer put the metric too
+        to_first = distances_to(metric, images, images[first : first + 1]).cpu()
+        if len(found) <= PAIRWISE_MATRIX_MAX:  # the (N, N) matrix of the solutions found, as explore forms it
+            pairwise = _pairwise_summary(pairwise_distances(metric, images[found]).cpu())
+        else:
+            pairwise = pairwise_summary(metric, images[found])
+    truth = None
+    if observation.clean is not None:
+        values = _truth_mse(images, observation.clean)
+        truth = {"first_solution": values[first], "solutions": values}
+    return {"images": images, "measurement_mse": mse, "feasible": feasible, "first": first,
+            "perceptual_distance": None if to_first is None else to_first.tolist(), "pairwise": pairwise,
+            "ground_truth_mse": truth}
+
+
+def write_pulse(folder: Path, result: PulseResult, observation: Observation, *, generator: str, problem: dict, command: str,
+                html: bool = False, metric=None, metric_name: str | None = None) -> dict:
+    """``pulse``'s folder: solutions/*.png, sheet.png, report.json (the exploration's ``solutions`` schema), and with
+    ``html`` report.html (the same gallery as an exploration's, to compare side by side).
+
+    The report's figures are those of an exploration's report, on the same scales (:func:`pulse_measures`): the
+    measurement MSE of each saved PNG (the run's own float figure is ``run_measurement_mse``), feasibility and its
+    rate from it, and, with a ``metric``, each solution's ``perceptual_distance`` to the first solution and the
+    ``pairwise_perceptual_distance`` summary; ``ground_truth_mse`` when the truth is known (``--from-clean``).
+    """
+    measures = pulse_measures(result, observation, metric=metric)
+    images_q, mse, is_feasible, first = measures["images"], measures["measurement_mse"], measures["feasible"], measures["first"]
+    distances = measures["perceptual_distance"]
     solutions = []
     for i in range(result.runs):
         name = f"solutions/{i + 1:03d}.png"
-        save_image(result.images[i], folder / name)
-        solutions.append({"file": name, "direction": f"run{i + 1}", "eta": None, "measurement_mse": float(result.measurement_mse[i]),
-                          "feasible": bool(result.feasible[i]), "seconds": float(result.seconds_per_run[i]),
+        save_image(images_q[i], folder / name)
+        solutions.append({"file": name, "direction": f"run{i + 1}", "eta": None, "measurement_mse": float(mse[i]),
+                          "lr_psnr": lr_psnr(max(float(mse[i]), 1e-300)), "feasible": bool(is_feasible[i]),
+                          "perceptual_distance": None if distances is None else distances[i], "step_status": None,
+                          "run_measurement_mse": float(result.measurement_mse[i]), "seconds": float(result.seconds_per_run[i]),
                           "steps": int(result.steps_run[i])})
-    feasible = [i for i in range(result.runs) if result.feasible[i]]
-    images = [observation.display] + [result.images[i] for i in range(result.runs)]
-    labels = ["observation"] + [f"run {i + 1}{'' if result.feasible[i] else ' (infeasible)'}\nMSE {float(result.measurement_mse[i]):.1e}"
-                                for i in range(result.runs)]
-    contact_sheet(images[:SHEET_SOLUTIONS + 1], labels[:SHEET_SOLUTIONS + 1], folder / "sheet.png")
+    feasible = [i for i in range(result.runs) if is_feasible[i]]
+    images, labels = [observation.display], ["observation"]
+    if observation.clean is not None:
+        images.append(observation.clean)
+        labels.append("ground truth")
+    if len(feasible) >= 2:
+        tile, largest = spread_image([images_q[i] for i in feasible])
+        images.append(tile)
+        labels.append(f"spread (std)\nmax {largest:.2f}")
+    shown = min(result.runs, SHEET_SOLUTIONS)
+    images += [images_q[i] for i in range(shown)]
+    labels += [f"run {i + 1}{'' if is_feasible[i] else ' (infeasible)'}\nMSE {float(mse[i]):.1e}" for i in range(shown)]
+    title = (f"PULSE: {result.runs} independent inversions of {_problem_name(observation)}, generator {generator}\n"
+             f"{len(feasible)} of {result.runs} with measurement MSE <= tau = {result.eps:g}" + _face_line(observation))
+    if result.runs > SHEET_SOLUTIONS:
+        title += f"\nthe first {SHEET_SOLUTIONS} of {result.runs} runs (all in solutions/)"
+    contact_sheet(images, labels, folder / "sheet.png", title=title)
     latents = _save_latents(folder, result.latents, [s_["file"] for s_ in solutions], [s_["direction"] for s_ in solutions],
                             [None] * result.runs, [s_["measurement_mse"] for s_ in solutions])
-    report = {"command": command, "method": "pulse", "generator": generator, "problem": _problem_json(problem), "tau": result.eps,
-              "runs": result.runs, "batch": result.batch, "feasibility_rate": result.feasibility_rate,
+    extra = {"metric": metric_name, "first_solution": {"file": solutions[first]["file"], "direction": solutions[first]["direction"],
+                                                       "measurement_mse": solutions[first]["measurement_mse"],
+                                                       "why": "the first run that met tau (run 1 when none did)"},
+             "num_solutions": result.runs, "pairwise_perceptual_distance": measures["pairwise"]}
+    if measures["ground_truth_mse"] is not None:
+        extra["ground_truth_mse"] = measures["ground_truth_mse"]
+    report = {"command": command, "method": "pulse", "generator": generator,
+              "problem": {**_problem_json(problem), **({"face": observation.face} if observation.face is not None else {})},
+              "tau": result.eps,
+              "runs": result.runs, "batch": result.batch, "feasibility_rate": len(feasible) / result.runs,
               "num_feasible": len(feasible), "timings": {"runs": result.seconds, "total": result.seconds,
                                                          "per_run": float(result.seconds_per_run.mean())},
-              "solutions": solutions, "latents": latents}
+              **extra, "solutions": solutions, "latents": latents}
     write_json_atomic(folder / "report.json", report)
+    if html:
+        write_report_html(folder, report, title=f"PULSE: {result.runs} independent inversions, generator {generator}\n"
+                          f"{len(feasible)} of {result.runs} with measurement MSE <= tau = {result.eps:g}", first_file=None,
+                          observation=observation.display, ground_truth=observation.clean, kind="pulse")
     return report
 
 
@@ -384,6 +499,8 @@ def exploration_report(result: ExplorationResult, observation: Observation, *, g
         "num_solutions": len(result.solutions),
         "num_feasible": sum(s_.feasible for s_ in result.solutions),
         "pairwise_perceptual_distance": _pairwise_summary(result.pairwise),
+        # where the diversity lives: the share of the change that the measurements cannot see (hole / null space of A)
+        "unobserved": result.unobserved,
     }
     if result.walk is not None:
         report["walks"] = _walk_summary(result)
@@ -396,17 +513,14 @@ def exploration_report(result: ExplorationResult, observation: Observation, *, g
 
 
 def _warnings(result: ExplorationResult) -> list[str]:
-    """Numerical faults that did not stop the run: unconverged eigenpairs, directions without a feasible step."""
-    out = []
+    """Numerical faults that did not stop the run (unconverged eigenpairs, directions without a feasible step), and IAGAN."""
+    out = _fine_tune_warnings(inversion_report(result.inversion))
     tau = result.settings["tau"]
     if result.inversion.measurement_mse > tau:
         out.append(f"the first solution's measurement MSE {result.inversion.measurement_mse:.2e} exceeds tau = {tau:g}: no step from "
                    "it can be feasible (try more --restarts or --steps)")
     for name, eig in (("H_Y", result.eig_y), ("H_X", result.eig_x), ("pencil", result.pencil)):
-        if eig is not None and not eig.all_converged:
-            bad = int((~eig.converged).sum()) + eig.requested - eig.k
-            out.append(f"{name}: {bad} of {eig.requested} eigenpairs did not reach tol={eig.tol:g} with {eig.solver} "
-                       f"(largest relative residual {eig.max_relative_residual:.2e}); they are used as computed")
+        out += _eigen_warnings(name, eig)
     if result.rejected:
         out.append(f"{len(result.rejected)} signed direction(s) admitted no feasible step: "
                    + ", ".join(r["direction"] for r in result.rejected))
@@ -426,13 +540,14 @@ def _direction_entry(d: Direction) -> dict:
 
 
 def write_exploration(folder: Path, result: ExplorationResult, observation: Observation, *, generator: str, metric: str,
-                      command: str, quiet: bool | None = None) -> dict:
+                      command: str, quiet: bool | None = None, html: bool = False, frames: Frames | None = None) -> dict:
     """``explore``'s folder: solutions/*.png, first_solution.png, observation.png, sheet.png, spectra.png,
     coupling.png, correlation.png, walks.png (with feasible walks), eigenpairs.npz, directions.npz,
-    solutions.npz (the latents, and generator_state.pt when IAGAN fine-tuned the generator), report.json."""
+    solutions.npz (the latents, and generator_state.pt when IAGAN fine-tuned the generator), report.json, and with
+    ``html`` report.html (its sliders from ``frames``, whose cost joins report.json's timings)."""
     folder = Path(folder)
     _solution_images(folder, observation, result.first_image, result.first_mse, result.solutions,
-                     title=_sheet_title(result.settings, observation, generator), quiet=quiet)
+                     title=_sheet_title(result.settings, observation, generator, result.unobserved), quiet=quiet)
     inversion = result.inversion
     latents = _solution_latents(folder, result.solutions, inversion.generator.state_dict() if inversion.fine_tuned else None)
     plot_spectra(result.eig_y.values, result.eig_x.values, folder / "spectra.png")
@@ -448,8 +563,24 @@ def write_exploration(folder: Path, result: ExplorationResult, observation: Obse
     if result.walk is not None:
         _walk_figure(folder / "walks.png", result.walk, result.first_image)
         report["walks"]["figure"] = "walks.png"
+    _with_frames(report, frames)
     write_json_atomic(folder / "report.json", report)
+    if html:
+        write_report_html(folder, report, title=_sheet_title(result.settings, observation, generator, result.unobserved), frames=frames,
+                          ground_truth=observation.clean)
     return report
+
+
+def _with_frames(report: dict, frames: Frames | None) -> None:
+    """report.json's ``frames`` entry, and their seconds in ``timings`` (``total`` included): the page's extra cost."""
+    if frames is None:
+        return
+    report["frames"] = frames.summary()
+    timings = dict(report.get("timings") or {})
+    timings["frames"] = frames.seconds
+    if "total" in timings:
+        timings["total"] = timings.pop("total") + frames.seconds  # kept last, as the other stages print it
+    report["timings"] = timings
 
 
 def _walk_figure(path: Path, walk, first_image: torch.Tensor) -> None:
@@ -544,34 +675,69 @@ def write_directions(folder: Path, state: RunState, directions: list[Direction],
 def _correlation_figure(path: Path, first: Direction, eig_y: EigenResult, eig_x: EigenResult, *, threshold: float) -> None:
     """The paper's Fig. 1: cosines of the starting eigenvector and of the final direction with both eigenbases."""
     U, V = eig_y.vectors, eig_x.vectors
-    index = first.index if first.mode != "generalized" else 1
+    index = first.index if first.mode not in PENCIL_MODES else 1
     start, d = V[:, index - 1], first.vector.to(V.dtype)
     plot_correlation((U.T @ start).abs(), (U.T @ d).abs(), (V.T @ start).abs(), (V.T @ d).abs(), path, start_label=f"$v^{{{index}}}$",
                      final_label=f"$d$ ({first.label})", threshold=threshold if first.mode == "eglass" else None)
 
 
 def write_render(folder: Path, state: RunState, observation: Observation, solutions: list[Solution], rejected: list[dict],
-                 pairwise: torch.Tensor, timings: dict, *, tau: float, command: str) -> dict:
-    """``render``'s folder: solutions/*.png, sheet.png, solutions.npz (and generator_state.pt), report.json."""
-    _solution_images(folder, observation, state.image, state.inversion["measurement_mse"], solutions)
+                 pairwise: torch.Tensor, timings: dict, *, tau: float, command: str, html: bool = False,
+                 frames: Frames | None = None) -> dict:
+    """``render``'s folder: solutions/*.png, sheet.png, solutions.npz (and generator_state.pt), report.json, and with
+    ``html`` report.html (its sliders from ``frames``)."""
+    title = _sheet_title({"mode": state.directions.get("mode"), "num_solutions": len(solutions), "tau": tau}, observation, state.generator)
+    _solution_images(folder, observation, state.image, state.inversion["measurement_mse"], solutions, title=title)
     report = {"command": command, "tau": tau, "generator": state.generator, "metric": state.metric, "timings": timings,
               "solutions": _solution_entries(solutions), "rejected_directions": rejected,
               "pairwise_perceptual_distance": _pairwise_summary(pairwise),
               "latents": _solution_latents(folder, solutions, state.generator_state)}
+    _with_frames(report, frames)
     write_json_atomic(folder / "report.json", report)
+    if html:
+        write_report_html(folder, report, title=f"{len(solutions)} solutions along the directions of a 'project' stage, "
+                          f"generator {state.generator}\nevery one with measurement MSE <= tau = {tau:g}", frames=frames,
+                          ground_truth=observation.clean, kind="render")
     return report
 
 
 _PROBLEM_NAMES = {"sr": "super-resolution x{factor}", "inpaint": "inpainting", "cs": "compressed sensing (m = {m})"}
-_MODE_NAMES = {"eglass": "e-GLASS", "generalized": "generalized directions", "raw": "raw H_X eigenvectors"}
 
 
-def _sheet_title(settings: dict, observation: Observation, generator: str) -> str:
+def _problem_name(observation: Observation) -> str:
+    """The problem in words, for sheet titles: ``super-resolution x4``, ``inpainting``, ``compressed sensing (m = 200)``."""
+    forward = observation.forward
+    return _PROBLEM_NAMES.get(forward.kind, forward.kind).format(factor=getattr(forward, "factor", ""), m=forward.num_measurements)
+_MODE_NAMES = {"eglass": "e-GLASS", "generalized": "generalized directions", "unobserved": "unobserved-part directions",
+               "raw": "raw H_X eigenvectors"}
+
+
+def _sheet_title(settings: dict, observation: Observation, generator: str, unobserved: dict | None = None) -> str:
     forward = observation.forward
     problem = _PROBLEM_NAMES.get(forward.kind, forward.kind).format(factor=getattr(forward, "factor", ""), m=forward.num_measurements)
     return (f"{_MODE_NAMES.get(settings['mode'], settings['mode'])}: {settings['num_solutions']} solutions of {problem}, "
             f"generator {generator}\n"
-            f"every one with measurement MSE <= tau = {settings['tau']:g}")
+            f"every one with measurement MSE <= tau = {settings['tau']:g} ({describe_tau(settings['tau'])})"
+            + _unobserved_line(unobserved, forward)
+            + _face_line(observation))
+
+
+def _unobserved_line(unobserved: dict | None, forward) -> str:
+    """The sheet's line on where the diversity lives: the change's share in what the measurements cannot see."""
+    if not unobserved or unobserved.get("pairwise") is None:
+        return ""
+    part = "the hole" if forward.kind == "inpaint" else "the null space of A"
+    return (f"\n{100 * unobserved['pairwise']:.0f}% of the differences between solutions lie in {part} "
+            f"({100 * unobserved['dimension_share']:.0f}% of the image)")
+
+
+def _face_line(observation: Observation) -> str:
+    """The sheet's line for ``--face``: where in the photograph the face was cropped."""
+    face = observation.face
+    if face is None:
+        return ""
+    return ("\n{}: face crop x,y,w,h = {},{},{},{} of {}x{} (--face)".format(Path(observation.source).name, *face["crop_box"],
+                                                                       *face["image_size"]))
 
 
 def _solution_images(folder: Path, observation: Observation, first_image: torch.Tensor, first_mse: float,

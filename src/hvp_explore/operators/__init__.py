@@ -10,11 +10,11 @@ See ``docs/operators.md``.
 """
 
 from hvp_explore.operators.base import CurvatureOperator, LinearCombination, NonFiniteError, mean_operator
-from hvp_explore.operators.curvature import measurement_hessian, perceptual_hessian
+from hvp_explore.operators.curvature import measurement_hessian, perceptual_hessian, unobserved_hessian
 from hvp_explore.operators.ggn import GaussNewtonOperator, gauss_newton_operator
 from hvp_explore.operators.hessian import HessianOperator, hessian_operator
 from hvp_explore.operators.loss import LossGGNOperator, LossHessianOperator, loss_ggn, loss_hessian
 
 __all__ = ["CurvatureOperator", "LinearCombination", "NonFiniteError", "mean_operator", "HessianOperator", "hessian_operator",
-           "GaussNewtonOperator", "gauss_newton_operator", "measurement_hessian", "perceptual_hessian", "LossHessianOperator",
+           "GaussNewtonOperator", "gauss_newton_operator", "measurement_hessian", "perceptual_hessian", "unobserved_hessian", "LossHessianOperator",
            "LossGGNOperator", "loss_hessian", "loss_ggn"]

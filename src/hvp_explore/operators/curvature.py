@@ -27,7 +27,7 @@ from hvp_explore.operators.base import CurvatureOperator, as_latent, frozen_modu
 from hvp_explore.operators.ggn import gauss_newton_operator
 from hvp_explore.operators.hessian import hessian_operator
 
-__all__ = ["measurement_hessian", "perceptual_hessian"]
+__all__ = ["measurement_hessian", "perceptual_hessian", "unobserved_hessian"]
 
 _METHODS = ("ggn", "double-backprop")
 
@@ -94,20 +94,48 @@ def perceptual_hessian(generator: Callable, metric: Callable, z0: torch.Tensor |
             (the default otherwise).
         block_size: Largest number of vectors per batched product.
     """
+    op = _perceptual(generator, metric, z0, method=method, block_size=block_size)
+    op.name = f"H_X ({op.name})"
+    return op
+
+
+def unobserved_hessian(generator: Callable, forward, metric: Callable, z0: torch.Tensor | np.ndarray, *, method: str | None = None,
+                       block_size: int | None = None) -> CurvatureOperator:
+    r"""The perceptual metric of the part of the image the measurements do not see, :math:`H_U(z_0)`.
+
+    :math:`H_U = \tfrac12 \nabla^2_z d\big(x_0 + P(G(z) - x_0),\, x_0\big)` with :math:`x_0 = G(z_0)` and
+    :math:`P = I - A^+ A` the projector onto the null space of A (:meth:`ForwardOperator.unobserved`): the
+    image keeps its observed part fixed at :math:`x_0`'s and only its unobserved part follows :math:`z`. For
+    inpainting this is the metric of the hole; for super-resolution, of the detail the downsampling removes.
+    Against :math:`H_Y` in the pencil :math:`H_U d = \mu (H_Y + \epsilon I) d` its top eigenvectors change
+    what was not observed most per unit of measurement change (``mode="unobserved"``).
+
+    Args:
+        generator, metric, z0, method, block_size: As in :func:`perceptual_hessian`.
+        forward: The linear forward operator A (with ``unobserved``).
+    """
+    op = _perceptual(generator, metric, z0, method=method, block_size=block_size, project=forward.unobserved, extra=(forward,))
+    op.name = f"H_U ({op.name})"
+    return op
+
+
+def _perceptual(generator: Callable, metric: Callable, z0, *, method: str | None, block_size: int | None,
+                project: Callable | None = None, extra: tuple = ()) -> CurvatureOperator:
+    r""":math:`\tfrac12 \nabla^2 d(x(z), x_0)` with :math:`x(z) = x_0 + \mathrm{project}(G(z) - x_0)` (``G(z)`` without one)."""
     method = _check_method(method, has_residual=callable(getattr(metric, "residual", None)))
     z0 = as_latent(z0)
-    modules = (generator, metric)
+    modules = (generator, metric, *extra)
     with frozen_modules(*modules), torch.no_grad():
         x0 = _image(generator, z0).detach()
 
     fast_generator = folded_callable(generator)
+
+    def image(z: torch.Tensor) -> torch.Tensor:
+        x = _image(fast_generator, z)
+        return x if project is None else x0 + project(x - x0)
+
     if method == "ggn":
         fast_residual = folded_callable(metric.residual)
-        op = gauss_newton_operator(lambda z: fast_residual(_image(fast_generator, z), x0), z0, block_size=block_size,
-                                   modules=modules)
-    else:
-        fast_metric = folded_callable(metric)
-        op = hessian_operator(lambda z: 0.5 * fast_metric(_image(fast_generator, z), x0).sum(), z0, block_size=block_size,
-                              modules=modules)
-    op.name = f"H_X ({op.name})"
-    return op
+        return gauss_newton_operator(lambda z: fast_residual(image(z), x0), z0, block_size=block_size, modules=modules)
+    fast_metric = folded_callable(metric)
+    return hessian_operator(lambda z: 0.5 * fast_metric(image(z), x0).sum(), z0, block_size=block_size, modules=modules)

@@ -79,6 +79,7 @@ class GaussNewtonOperator(CurvatureOperator):
         self.jvp_mode = jvp_mode
         self.single_jvp_seconds: dict[str, float] | None = None
         self._reverse_graph: tuple[torch.Tensor | None, torch.Tensor] | None = None
+        self._gram: torch.Tensor | None = None
         self._batched_jvp = vmap(self._jvp)
         self._batched_vjp = vmap(self._vjp)
 
@@ -152,6 +153,18 @@ class GaussNewtonOperator(CurvatureOperator):
             self._auto_budget = default_budget(self._device)  # read once: /proc/meminfo costs 0.2 ms a product
         budget = self.memory_budget if self.memory_budget is not None else self._auto_budget
         return max(1, budget // self.per_vector_bytes())
+
+    def gram(self) -> torch.Tensor:
+        r"""The dense matrix :math:`G = J^T J` (n, n) in float64, from :meth:`jacobian`, kept for later calls.
+
+        What the exact routes need when the latent is short (the face generator's n = 100): the Jacobian
+        solver's ``eigh`` and the dense generalized pencil share one Jacobian, taken once (n x n floats are kept,
+        not the m x n Jacobian). Later calls take no products.
+        """
+        if self._gram is None:
+            J = self.jacobian().to(torch.float64)
+            self._gram = J.T @ J
+        return self._gram
 
     def jacobian(self, *, block_size: int | None = None) -> torch.Tensor:
         r"""The full Jacobian :math:`J_r(z_0)` (m, n), by whichever of its sides is shorter.

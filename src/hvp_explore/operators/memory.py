@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from hvp_explore.operators.base import CurvatureOperator
+from hvp_explore.settings import MAX_MEMORY_BYTES
 
 __all__ = ["parse_size", "default_budget", "resolve_budget", "measure_peak_bytes", "ProductMemory", "product_memory",
            "fit_block_size", "CPU_BATCH_ELEMENTS", "cpu_batch_size", "batch_limit", "SavedBytes", "saved_tensor_bytes"]
@@ -38,6 +39,8 @@ def parse_size(text: str) -> int:
     if not match or match.group(2).upper() not in _UNITS:
         raise ValueError(f"a memory size looks like 512MB, 4GB or 1.5GiB, got {text!r}")
     value = float(match.group(1)) * _UNITS[match.group(2).upper()]
+    if not value <= MAX_MEMORY_BYTES:  # inf from a 400-digit number would overflow int()
+        raise ValueError(f"a memory budget must be at most 1 EiB (none: no limit), got {str(text)[:40]!r}")
     if value < 1 << 20:
         raise ValueError(f"a memory budget below 1 MiB cannot hold a product, got {text!r}")
     return int(value)
@@ -98,6 +101,9 @@ def measure_peak_bytes(fn: Callable[[], object], device: torch.device | str = "c
         trace = Path(tmp) / "trace.json"
         with _quiet_stderr():
             prof.export_chrome_trace(str(trace))
+        if not trace.is_file():  # the profiler fails silently when $TMPDIR is full
+            raise OSError(f"torch's profiler could not write its trace in {tmp}: free some space in the temporary folder "
+                          "or set TMPDIR to another folder")
         events = json.loads(trace.read_text())["traceEvents"]
     totals = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"]
     if not totals:

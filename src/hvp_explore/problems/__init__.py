@@ -6,7 +6,7 @@ the factory the command line uses (:func:`make_problem`, :func:`observe`) and th
 (:func:`load_observation`). See ``docs/problems.md``.
 """
 
-from hvp_explore.problems.base import ForwardOperator, lr_psnr, measurement_mse
+from hvp_explore.problems.base import ForwardOperator, describe_tau, lr_psnr, measurement_mse, resolve_tau, tau_from_noise
 from hvp_explore.problems.compressed_sensing import CompressedSensing
 from hvp_explore.problems.factory import add_noise, make_problem, observe
 from hvp_explore.problems.inpainting import Inpainting
@@ -16,5 +16,5 @@ from hvp_explore.problems.super_resolution import SuperResolution, keys_cubic
 from hvp_explore.settings import DEFAULT_TAU, PROBLEM_KINDS, SR_KERNELS
 
 __all__ = ["ForwardOperator", "SuperResolution", "Inpainting", "CompressedSensing", "LinearCallable", "make_problem", "observe",
-           "add_noise", "measurement_mse", "lr_psnr", "keys_cubic", "Observation", "load_observation", "DEFAULT_TAU",
+           "add_noise", "measurement_mse", "lr_psnr", "tau_from_noise", "resolve_tau", "describe_tau", "keys_cubic", "Observation", "load_observation", "DEFAULT_TAU",
            "PROBLEM_KINDS", "SR_KERNELS"]

@@ -24,7 +24,7 @@ from torch import nn
 
 from hvp_explore.problems._checks import check_image_shape
 
-__all__ = ["ForwardOperator", "measurement_mse", "lr_psnr"]
+__all__ = ["ForwardOperator", "measurement_mse", "lr_psnr", "tau_from_noise", "resolve_tau", "describe_tau"]
 
 
 def measurement_mse(forward, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -44,6 +44,39 @@ def measurement_mse(forward, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """
     diff = (forward(x) - y) / 2
     return diff.pow(2).flatten(1).mean(1)
+
+
+def tau_from_noise(sigma: float, num_measurements: int) -> float:
+    r"""The feasibility threshold for measurements with Gaussian noise of standard deviation ``sigma`` ([0, 1] scale).
+
+    The truth's own measurement MSE is :math:`\sigma^2 \chi^2_m / m`: mean :math:`\sigma^2`, standard deviation
+    :math:`\sigma^2 \sqrt{2/m}`. ``tau`` two standard deviations above the mean,
+    :math:`\sigma^2 (1 + 2\sqrt{2/m})`, accepts the truth about 98% of the time, and with it every image that explains
+    the observation as well as the truth does.
+
+    Raises:
+        ValueError: ``sigma`` not positive or ``num_measurements`` below 1.
+    """
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0 or not math.isfinite(sigma):
+        raise ValueError(f"the noise standard deviation must be a positive number on the [0, 1] scale, got {sigma!r}")
+    if num_measurements < 1:
+        raise ValueError(f"the number of measurements must be positive, got {num_measurements}")
+    return float(sigma) ** 2 * (1 + 2 * math.sqrt(2 / num_measurements))
+
+
+def resolve_tau(tau: float, noise_sigma: float | None, num_measurements: int, *, floor: float | None = None) -> float:
+    """``tau`` itself, or with a known noise level :func:`tau_from_noise` raised to ``floor`` (the first solution's own
+    measurement MSE: below it no step from the first solution could be feasible)."""
+    if noise_sigma is None:
+        return tau
+    value = tau_from_noise(noise_sigma, num_measurements)
+    return value if floor is None else max(value, float(floor))
+
+
+def describe_tau(tau: float) -> str:
+    """What ``tau`` allows, in words: an RMS error per measurement on the [0, 1] scale and in 8-bit grey levels."""
+    rms = math.sqrt(tau)
+    return f"RMS error <= {rms:.3g} per measurement on [0, 1], about {255 * rms:.0f} grey levels"
 
 
 def lr_psnr(mse: torch.Tensor | float) -> torch.Tensor | float:
@@ -104,6 +137,21 @@ class ForwardOperator(nn.Module, abc.ABC):
         """
         residual = y - self(x)
         return x + self.pinv(residual)
+
+    def unobserved(self, x: torch.Tensor) -> torch.Tensor:
+        r"""The part of ``x`` the measurements do not see: :math:`(I - A^+ A) x`, its projection onto the null space of A.
+
+        ``A^+ A`` is the orthogonal projector onto the row space of A, so this is exact and matrix-free: for
+        inpainting the missing pixels (the kept ones zero), for super-resolution the detail an area or bicubic
+        downsampling removes, for compressed sensing ``x`` minus its projection onto the rows of the sensing
+        matrix. Linear in ``x`` and composable with ``torch.func`` (a metric on it has a Hessian).
+        """
+        return x - self.pinv(self(x))
+
+    @property
+    def unobserved_dim(self) -> int:
+        """N - rank(A): the dimension of the null space (the missing pixels for inpainting; N - m for a full-rank A)."""
+        return self.num_pixels - min(self.num_measurements, self.num_pixels)
 
     def observation_image(self, y: torch.Tensor) -> torch.Tensor:
         """An image in [-1, 1] that shows the observation ``y`` (by default the clamped ``A^+ y``)."""
