@@ -20,11 +20,16 @@ default (x4 super-resolution and the central box), tau = 2e-3.
 
     python benchmarks/unobserved.py                    # benchmarks/results/unobserved.json, docs/results.md
     python benchmarks/unobserved.py --faces 3 --images 3 --no-doc   # a quick look
+    # on 2 cores, two processes of one thread each, then the table from both:
+    python benchmarks/unobserved.py --threads 1 --shard 0/2 --rows /tmp/u0.jsonl &
+    python benchmarks/unobserved.py --threads 1 --shard 1/2 --rows /tmp/u1.jsonl; wait
+    python benchmarks/unobserved.py --merge /tmp/u0.jsonl /tmp/u1.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -127,11 +132,12 @@ def summarise(rows: list[dict]) -> list[dict]:
                 values = [r[method][key] for r in sub if r[method][key] is not None]
                 med, lo, hi = median_ci(values)
                 return f"{med:.3g} [{lo:.3g}, {hi:.3g}]" if values else "-"
+            bound = median_ci([r["bound"] for r in sub])
             table.append({"case": case, "method": method, "share of differences unobserved": ci("pairwise"),
                           "share of change from the first": ci("from_first"), "unobserved perceptual diversity": ci("unobserved_diversity"),
                           "feasible of N": f"{statistics.median(r[method]['feasible'] for r in sub):g}",
                           "seconds after inversion": ci("seconds"),
-                          "first-order bound": ci("bound") if method == "eglass" else "",
+                          "first-order bound": f"{bound[0]:.3g} [{bound[1]:.3g}, {bound[2]:.3g}]" if method == "eglass" else "",
                           "observations": len(sub)})
     return table
 
@@ -148,15 +154,33 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-doc", action="store_true")
+    parser.add_argument("--shard", default="0/1", help="I/N: run every N-th case from the I-th (0-based)")
+    parser.add_argument("--rows", type=Path, help="append each case's row to this JSON-lines file as it finishes; no table")
+    parser.add_argument("--merge", type=Path, nargs="+", help="build the JSON and the table from the rows of sharded runs")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     load, t0 = load_average(), time.perf_counter()
-    rows = []
-    for case, name, G, forward, clean, metric in cases(args):
-        rows.append({"case": case, **run_case(name, G, forward, clean, metric, seed=args.seed)})
-    table = summarise(rows)
     command = "python benchmarks/unobserved.py" + ("" if argv is None else " " + " ".join(argv))
-    payload = {"command": command, "machine": machine_with_load(load), "seconds": time.perf_counter() - t0, "tau": TAU, "N": N,
+    if args.merge:
+        rows = [json.loads(line) for path in args.merge for line in path.read_text().splitlines() if line.strip()]
+        seconds = sum(r.pop("wall_s", 0.0) for r in rows)
+        command = ("python benchmarks/unobserved.py --threads 1 --shard 0/2 --rows u0.jsonl, the same with --shard 1/2 side by side, "
+                   "then --merge u0.jsonl u1.jsonl")
+    else:
+        index, count = (int(x) for x in args.shard.split("/"))
+        rows = []
+        for case, name, G, forward, clean, metric in cases(args)[index::count]:
+            t_case = time.perf_counter()
+            row = {"case": case, **run_case(name, G, forward, clean, metric, seed=args.seed)}
+            rows.append(row)
+            if args.rows:
+                with args.rows.open("a") as f:
+                    f.write(json.dumps({**row, "wall_s": time.perf_counter() - t_case}) + "\n")
+        if args.rows:
+            return
+        seconds = time.perf_counter() - t0
+    table = summarise(rows)
+    payload = {"command": command, "machine": machine_with_load(load), "seconds": seconds, "tau": TAU, "N": N,
                "rows": rows, "table": table}
     path = write_json("unobserved", payload)
     md = (f"Command: `{command}` ({payload['machine'].get('cores', '?')} cores, {payload['machine'].get('date', '')}, "

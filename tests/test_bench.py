@@ -238,7 +238,7 @@ def test_tiny_case_diversity_is_the_mean_pairwise_pixel_distance(tiny_run):
     r = next(r for r in rows if r["method"] == "eglass-dense" and r["N"] == 2)
     inv = bench._first_solution(case, GeneratorSetup("tiny", invert_options={"restarts": 2, "steps": 300}), tau=TAU, seed=0)[0]
     res = explore(case.generator, case.forward, case.y, metric=case.metric, num_solutions=2, solver="dense", tau=TAU,
-                  inversion=inv, quiet=True)
+                  inversion=inv, quiet=True, mode="eglass")  # the benchmark's eglass-dense row
     a, b = (s.image for s in res.solutions)
     # PixelMetric is the mean squared pixel difference; the benchmark gets it from the float64 Gram identity
     # |r_a|^2 + |r_b|^2 - 2 r_a.r_b, whose cancellation error is ~1e-16 |r|^2 / d, far below 1e-9 relative here.

@@ -68,7 +68,7 @@ def test_stage_commands_compose(inverted, tmp_path):
     C = np.load(cpl / "coupling.npy")
     np.testing.assert_allclose(C, npz["vectors_y"].T @ V, atol=1e-10)
     assert report(cpl)["significant"] == int((np.abs(C) > 0.05).sum())
-    assert run("project", eig, "--out", prj, "--solutions", "4", "--quiet").exit_code == 0
+    assert run("project", eig, "--out", prj, "--solutions", "4", "--mode", "eglass", "--quiet").exit_code == 0
     dirs = np.load(prj / "directions.npz")
     assert list(dirs["labels"]) == ["v8", "v7"]
     assert np.abs(npz["vectors_y"].T @ dirs["vectors"]).max() <= 0.05 + 1e-9
@@ -79,7 +79,7 @@ def test_stage_commands_compose(inverted, tmp_path):
     assert len(list((rnd / "solutions").glob("*.png"))) == 4
     # beyond 2K solutions the extra directions are combinations of the eigenvector ones, stored and rendered
     prj2, rnd2 = tmp_path / "project2", tmp_path / "render2"
-    assert run("project", eig, "--out", prj2, "--solutions", "20", "--quiet").exit_code == 0
+    assert run("project", eig, "--out", prj2, "--solutions", "20", "--mode", "eglass", "--quiet").exit_code == 0
     entries = report(prj2)["directions"]
     assert [d["label"] for d in entries] == [f"v{i}" for i in range(8, 0, -1)] + ["c1", "c2"]
     dirs = np.load(prj2 / "directions.npz")

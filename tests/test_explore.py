@@ -222,7 +222,7 @@ def test_explore_beyond_2K_solutions_combines_the_eigenvector_directions():
     G, forward, y, _ = tiny_problem()
     tau = 2e-3
     result = explore(G, forward, y, metric=PixelMetric(), num_solutions=12, K=2, tau=tau, eta_max=4.0, quiet=True,
-                     invert_options={"restarts": 2, "steps": 200})
+                     invert_options={"restarts": 2, "steps": 200}, mode="eglass")
     assert result.eig_x.k == 2  # the eigensolve does not grow with N
     assert [d.label for d in result.directions] == ["v2", "v1", "c1", "c2", "c3", "c4"]
     assert len(result.solutions) == 12 and [s.direction for s in result.solutions][:6] == ["+v2", "-v2", "+v1", "-v1", "+c1", "-c1"]

@@ -304,7 +304,7 @@ def _eig_folder(run_folder: Path, tmp_path: Path, solutions: int = 4) -> Path:
     """eig then project on ``run_folder``: combinations appear beyond 2k solutions."""
     eig, proj = tmp_path / "eig", tmp_path / "proj"
     assert invoke("eig", run_folder, "--out", eig, "--k", "2", "--k-y", "4", "--quiet").exit_code == 0
-    result = invoke("project", eig, "--out", proj, "--solutions", str(solutions), "--quiet")
+    result = invoke("project", eig, "--out", proj, "--solutions", str(solutions), "--mode", "eglass", "--quiet")
     assert result.exit_code == 0, result.output
     return proj
 

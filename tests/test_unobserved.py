@@ -150,3 +150,40 @@ def test_tau_from_noise_and_its_floor():
         tau_from_noise(0.0, 10)
     with pytest.raises(ValueError, match="not both"):
         StepSettings(tau=1e-3, noise_sigma=0.01)
+
+
+def test_explore_command_with_the_unobserved_mode_and_a_noise_level(tmp_path):
+    """--mode unobserved and --noise-sigma end to end: report.json's tau, directions and share, on the saved PNGs."""
+    import json
+
+    import numpy as np
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from hvp_explore import Inpainting, describe_tau, tau_from_noise
+    from hvp_explore.cli import cli
+    from hvp_explore.data import sample_paths
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["explore", str(sample_paths()[0]), "--from-clean", "--problem", "inpaint", "--box", "8,8,16,16",
+                                      "--mode", "unobserved", "--noise-sigma", "0.02", "--solutions", "4", "--restarts", "2",
+                                      "--no-html", "--quiet", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    noise = report["settings"]["tau_from_noise"]
+    assert noise["noise_tau"] == pytest.approx(tau_from_noise(0.02, 32 * 32 - 16 * 16))
+    assert report["tau"] == pytest.approx(max(noise["noise_tau"], noise["first_solution_mse"]))
+    assert [d["label"] for d in report["directions"]] == ["u1", "u2"] and report["eigen"]["pencil"]["k"] == 2
+    # the share of the change in the hole, recomputed from the PNGs
+    forward = Inpainting.from_box((1, 32, 32), 8, 8, 16, 16).double()
+
+    def image(name):
+        return torch.from_numpy(np.asarray(Image.open(out / name), dtype=np.float64) / 127.5 - 1)[None, None]
+
+    first = image("first_solution.png")
+    solutions = torch.cat([image(f"solutions/{s['file'].split('/')[-1]}") for s in report["solutions"]])
+    expected = unobserved_share(forward, solutions, first)
+    assert report["unobserved"]["pairwise"] == pytest.approx(expected["pairwise"], rel=1e-6)
+    assert report["unobserved"]["from_first"] == pytest.approx(expected["from_first"], rel=1e-6)
+    assert report["unobserved"]["dimension_share"] == 0.25
+    assert describe_tau(report["tau"]).startswith("RMS error <=")

@@ -94,7 +94,7 @@ H_Y_RANK_RTOL = 1e-6
 MODES = ("eglass", "generalized", "unobserved", "raw")
 #: The modes whose directions are top eigenvectors of a pencil against H_Y (they need the operators).
 PENCIL_MODES = ("generalized", "unobserved")
-DEFAULT_MODE = "eglass"
+DEFAULT_MODE = "unobserved"
 #: 1-based index of the first H_X eigenvector (e-GLASS, raw), or the number of pencil eigenvectors.
 DEFAULT_K = 10
 DEFAULT_NUM_SOLUTIONS = 10
