@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -189,17 +190,32 @@ def test_missing_parents_are_created(tmp_path):
     assert _tree(target) == {"x": "1"}
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
-                    reason="as root (or off POSIX) a 0o555 folder is still writable; test_unwritable_parent_refused_access_check covers the check")
-def test_unwritable_parent_refused_chmod(tmp_path):
-    parent = tmp_path / "locked"
+@contextlib.contextmanager
+def _read_only_folder(parent: Path):
+    """A folder nobody may write into: mode 0o555 for a normal user; for root, whom modes do not stop, a read-only
+    tmpfs mounted on it (root may mount; the same trick test_hostile_inputs uses for a mount point)."""
     parent.mkdir()
-    parent.chmod(0o555)
+    if os.geteuid() != 0:
+        parent.chmod(0o555)
+        try:
+            yield parent
+        finally:
+            parent.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(parent)], capture_output=True)
+    if mounted.returncode != 0:  # a container without CAP_SYS_ADMIN: root can write anywhere else
+        pytest.skip(f"running as root without permission to mount a read-only tmpfs ({mounted.stderr.decode().strip()})")
     try:
+        yield parent
+    finally:
+        subprocess.run(["umount", str(parent)], check=True)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="read-only folders by POSIX modes or mounts")
+def test_unwritable_parent_refused_chmod(tmp_path):
+    with _read_only_folder(tmp_path / "locked") as parent:
         with pytest.raises(OutputDirError, match=f"{parent} is not writable"):
             check_output_dir(parent / "sub" / "out")
-    finally:
-        parent.chmod(0o755)
 
 
 def test_unwritable_parent_refused_access_check(tmp_path, monkeypatch):

@@ -480,16 +480,14 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
     timings: dict[str, float] = {}
     t_total = time.perf_counter()
 
-    if noise_sigma is not None:
-        tau = resolve_tau(tau, noise_sigma, getattr(forward, "num_measurements", y.numel()))
-    # 1. first solution
+    m_y = getattr(forward, "num_measurements", y.numel())
+    noise_tau = resolve_tau(tau, noise_sigma, m_y)  # tau itself without a noise level
+    # 1. first solution (aiming at a quarter of tau)
     provided = inversion is not None
     if not provided:
-        inversion = invert(generator, forward, y, tau=tau, seed=seed, quiet=quiet, **(invert_options or {}))
+        inversion = invert(generator, forward, y, tau=noise_tau, seed=seed, quiet=quiet, **(invert_options or {}))
     timings["inversion"] = inversion.seconds
-    noise_tau = tau
-    if noise_sigma is not None:  # below the first solution's own MSE no step from it could be feasible
-        tau = max(tau, inversion.measurement_mse)
+    tau = resolve_tau(tau, noise_sigma, m_y, floor=inversion.measurement_mse)
     G, z0 = inversion.generator, as_latent(inversion.latent)
     n = z0.numel()
     count = num_directions(num_solutions)
@@ -648,11 +646,14 @@ class Explorer:
                           k_y=eigen.k_y, solver=eigen.solver, tol=eigen.tol, max_memory=self.budget, batch=batch_limit(image),
                           seed=seed)
 
-    def operators(self, observation: Observation, z0: torch.Tensor) -> tuple[CurvatureOperator, CurvatureOperator]:
-        """``(H_Y, H_X)`` at ``z0``, without eigenpairs."""
-        z0 = as_latent(z0).to(self.device)
-        return (measurement_hessian(self.generator, observation.forward.to(self.device), z0),
-                perceptual_hessian(self.generator, self.metric, z0))
+    def operators(self, observation: Observation, z0: torch.Tensor, *, unobserved: bool = False
+                  ) -> tuple[CurvatureOperator, CurvatureOperator]:
+        """``(H_Y, H_X)`` at ``z0``, without eigenpairs; with ``unobserved``, ``(H_Y, H_U)``
+        (:func:`~hvp_explore.operators.unobserved_hessian`: the perceptual metric of what A cannot see)."""
+        z0, forward = as_latent(z0).to(self.device), observation.forward.to(self.device)
+        perceptual = (unobserved_hessian(self.generator, forward, self.metric, z0) if unobserved
+                      else perceptual_hessian(self.generator, self.metric, z0))
+        return measurement_hessian(self.generator, forward, z0), perceptual
 
     def directions(self, observation: Observation, z0: torch.Tensor, eig_y: EigenResult, eig_x: EigenResult,
                    settings: ProjectSettings = ProjectSettings(), *, seed: int = DEFAULT_SEED) -> tuple[list[Direction], EigenResult | None]:
@@ -661,11 +662,8 @@ class Explorer:
         Generalized and unobserved-part directions also need the operators of their pencil at ``z0``, which are built
         here (for ``unobserved``, :func:`~hvp_explore.operators.unobserved_hessian` in place of H_X).
         """
-        H_Y, H_X = self.operators(observation, z0) if settings.mode == "generalized" else (None, None)
-        if settings.mode == "unobserved":
-            z = as_latent(z0).to(self.device)
-            forward = observation.forward.to(self.device)
-            H_Y, H_X = measurement_hessian(self.generator, forward, z), unobserved_hessian(self.generator, forward, self.metric, z)
+        H_Y, H_X = (self.operators(observation, z0, unobserved=settings.mode == "unobserved") if settings.mode in PENCIL_MODES
+                    else (None, None))
         return make_directions(settings.mode, eig_y, eig_x, count=num_directions(settings.solutions), K=settings.k,
                                threshold=settings.threshold, H_X=H_X, H_Y=H_Y, eps=settings.eps, seed=seed)
 
