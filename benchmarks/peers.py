@@ -32,6 +32,11 @@ double backprop on both sides, curvlinops' ``HessianLinearOperator``, a dense fl
 The regression check: the default (``ours-auto``) must never be slower than the GAN-Geometry loop (column
 ``auto <= 1``; ``--check`` exits 1 when it is, issue #22).
 
+Round r of the interleaved timing starts every method from seed r (ARPACK's ``v0``, our ``seed``, the peers'
+seeds), and seconds and product counts are medians over the rounds: a Krylov solve's product count depends on its
+start vector (ARPACK on the Rosenbrock case: 138 to 172 over twenty seeds), so one fixed seed per side would
+compare draws, not methods. The Rosenbrock case runs three times the rounds (its solves take 0.1 s).
+
 The peers are benchmark extras, not dependencies: ``pip install --no-deps --pre hessian-eigenthings==1.0.0a5
 curvlinops-for-pytorch==3.0.1 backpack-for-pytorch einops einconv opt-einsum`` (``--no-deps`` so that pip
 never replaces this machine's torch; ``pip install -e .[peers]`` declares the same). A peer that cannot be
@@ -167,7 +172,7 @@ def reference(op_name, G, metric, forward, z0):
 # the methods: each returns (values, vectors (n, k) float64, products)
 
 
-def gan_geometry_eigsh(residual, z0, k=K, tol=TOL):
+def gan_geometry_eigsh(residual, z0, k=K, tol=TOL, seed=0):
     """GAN-Geometry's BackwardIter: the gradient graph built once, ARPACK on single double-backprop products."""
     z = z0.clone().requires_grad_(True)
     distance = 0.5 * residual(z).pow(2).sum()
@@ -181,7 +186,7 @@ def gan_geometry_eigsh(residual, z0, k=K, tol=TOL):
 
     n = z0.numel()
     op = sla.LinearOperator((n, n), matvec=hvp, dtype=np.float64)
-    v0 = np.random.default_rng(0).standard_normal(n)
+    v0 = np.random.default_rng(seed).standard_normal(n)
     values, vectors = sla.eigsh(op, k=k, which="LA", tol=tol, v0=v0)
     order = np.argsort(values)[::-1]
     return torch.from_numpy(values[order].copy()), torch.from_numpy(vectors[:, order].copy()), count[0]
@@ -199,7 +204,7 @@ class _LatentModel(nn.Module):
         return self._residual(self.z)[None]
 
 
-def eigenthings_lanczos(residual, z0, k=K, tol=TOL):
+def eigenthings_lanczos(residual, z0, k=K, tol=TOL, seed=0):
     import hessian_eigenthings as he
 
     model = _LatentModel(residual, z0)
@@ -211,13 +216,13 @@ def eigenthings_lanczos(residual, z0, k=K, tol=TOL):
 
     op = he.HessianOperator(model, [None], loss_fn)
     # Full reorthogonalisation: its default turns it off above 50 steps, and then returns copies of lambda_1.
-    result = he.lanczos(op, k=k, max_iter=min(4 * k, z0.numel() - 1), tol=tol, which="LA", seed=0, reorthogonalize=True)
+    result = he.lanczos(op, k=k, max_iter=min(4 * k, z0.numel() - 1), tol=tol, which="LA", seed=seed, reorthogonalize=True)
     values = result.eigenvalues.double()
     order = torch.argsort(values, descending=True)
     return values[order], result.eigenvectors.double().T[:, order], count[0]
 
 
-def curvlinops_eigsh(residual, z0, k=K, tol=TOL, *, hessian=False):
+def curvlinops_eigsh(residual, z0, k=K, tol=TOL, *, hessian=False, seed=0):
     from curvlinops import GGNLinearOperator, HessianLinearOperator
 
     model = _LatentModel(residual, z0)
@@ -234,14 +239,14 @@ def curvlinops_eigsh(residual, z0, k=K, tol=TOL, *, hessian=False):
         return matvec(v)
 
     op = sla.LinearOperator(scipy_op.shape, matvec=counted, dtype=np.float64)
-    values, vectors = sla.eigsh(op, k=k, which="LA", tol=tol, v0=np.random.default_rng(0).standard_normal(z0.numel()))
+    values, vectors = sla.eigsh(op, k=k, which="LA", tol=tol, v0=np.random.default_rng(seed).standard_normal(z0.numel()))
     order = np.argsort(values)[::-1]
     return torch.from_numpy(values[order].copy()), torch.from_numpy(vectors[:, order].copy()), count[0]
 
 
-def ours(op_name, G, metric, forward, z0, solver, block):
+def ours(op_name, G, metric, forward, z0, solver, block, seed=0):
     op = our_operator(op_name, G, metric, forward, z0)
-    res = top_eigenpairs(op, K, solver=solver, block=block, tol=TOL, warn=False)
+    res = top_eigenpairs(op, K, solver=solver, block=block, tol=TOL, warn=False, seed=seed)
     choice = res.solver + (f":{res.info['block']}" if res.solver == "block-krylov" else "")
     return res.values, res.vectors, res.matvecs, {"passes": res.info.get("passes"), "choice": choice,
                                                   "converged": res.all_converged,
@@ -262,10 +267,17 @@ def accuracy(values, vectors, ref):
             "subspace_cos": float(subspace_cosines(torch.as_tensor(vectors, dtype=torch.float64)[:, :K], V[:, :K]).min())}
 
 
-def interleaved_runs(methods, *, rounds):
+def interleaved_runs(methods, *, rounds, first_seed=0):
     """Run every method once per round, the order rotating each round (contention from other processes then
-    hits every method alike), and return per method its seconds of every round and its last result (or error)."""
+    hits every method alike), and return per method its seconds and product counts of every round and its last
+    result (or error).
+
+    Round r seeds every method's start vectors with ``first_seed + r`` (ARPACK's ``v0``, our ``seed``, the
+    peers' own seeds): how many products a Krylov solve needs depends on its start (138 to 161 for ARPACK on
+    the Rosenbrock case over ten seeds), so medians over rounds compare the methods, not one lucky draw.
+    """
     seconds = {label: [] for label, _ in methods}
+    products = {label: [] for label, _ in methods}
     results = {}
     for r in range(rounds):
         for label, fn in methods[r % len(methods):] + methods[: r % len(methods)]:
@@ -273,12 +285,13 @@ def interleaved_runs(methods, *, rounds):
                 continue
             try:
                 t0 = time.perf_counter()
-                results[label] = fn()
+                results[label] = fn(seed=first_seed + r)
                 seconds[label].append(time.perf_counter() - t0)
+                products[label].append(results[label][2])
             except Exception as exc:  # noqa: BLE001 - a peer that cannot run is reported, not fatal
                 print(f"  {label}: failed: {exc!r}", flush=True)
                 results[label] = exc
-    return seconds, results
+    return seconds, products, results
 
 
 def floor_seconds(op_name, G, metric, forward, z0):
@@ -308,11 +321,11 @@ def run_case(case, threads_list, *, rounds, slow):
               f"(lambda_1 = {float(ref[0][0]):.4g}, lambda_21/lambda_20 = {float(ref[0][K] / ref[0][K - 1]):.3f})", flush=True)
         residual = residual_fn(op_name, G, metric, forward, z0)
         # On the slow cases (a solve takes seconds to a minute) only auto represents this project.
-        methods = [(label, lambda s=solver, b=block: ours(op_name, G, metric, forward, z0, s, b))
+        methods = [(label, lambda s=solver, b=block, seed=0: ours(op_name, G, metric, forward, z0, s, b, seed))
                    for label, solver, block in OURS if not slow or solver == "auto"]
-        methods += [("gan-geometry", lambda: gan_geometry_eigsh(residual, z0)),
-                    ("eigenthings", lambda: eigenthings_lanczos(residual, z0)),
-                    ("curvlinops", lambda: curvlinops_eigsh(residual, z0, hessian=op_name == "H"))]
+        methods += [("gan-geometry", lambda seed=0: gan_geometry_eigsh(residual, z0, seed=seed)),
+                    ("eigenthings", lambda seed=0: eigenthings_lanczos(residual, z0, seed=seed)),
+                    ("curvlinops", lambda seed=0: curvlinops_eigsh(residual, z0, hessian=op_name == "H", seed=seed))]
         for threads in threads_list:
             torch.set_num_threads(threads)
             # warm-up: torch's first forward-mode and double-backward calls in a process compile helpers
@@ -323,18 +336,22 @@ def run_case(case, threads_list, *, rounds, slow):
             floor = floor_seconds(op_name, G, metric, forward, z0)
             base = {"case": case, "operator": op_name, "n": z0.numel(), "threads": threads}
             if not slow:  # warm-up run of every method (caches, scipy, the peers' lazy set-ups)
-                interleaved_runs(methods, rounds=1)
-            seconds, results = interleaved_runs(methods, rounds=1 if slow else rounds)
+                interleaved_runs(methods, rounds=1, first_seed=1000)
+            # the cheap case's solves take 0.1 s and its product counts vary most with the start: more rounds
+            seconds, products_by_round, results = interleaved_runs(
+                methods, rounds=1 if slow else rounds * (3 if case == "rosenbrock" else 1))
             case_rows = []
             for label, _ in methods:
                 out = results.get(label)
                 if isinstance(out, Exception) or out is None:
                     case_rows.append({**base, "method": label, "error": f"{type(out).__name__}: {out}"[:300]})
                     continue
-                values, vectors, products = out[:3]
+                values, vectors = out[:2]
+                products = statistics.median(products_by_round[label])
                 extra = out[3] if len(out) > 3 else {}
                 median = statistics.median(seconds[label])
-                row = {**base, "method": label, "seconds": median, "runs": seconds[label], "products": products, **extra,
+                row = {**base, "method": label, "seconds": median, "runs": seconds[label], "products": products,
+                       "products_by_round": products_by_round[label], **extra,
                        **accuracy(values, vectors, ref), "floor_s": floor}
                 case_rows.append(row)
                 print(f"  {case} {op_name} {threads}t {label}: {median:.3f} s ({len(seconds[label])} runs), {products} "
@@ -419,8 +436,10 @@ def render(payload, path) -> str:
           f"{payload['seconds']:.0f} s). Peers: " + ", ".join(f"{k} {v}" for k, v in payload["peers"].items())
           + f". JSON: `{path.relative_to(path.parents[2])}`.", "",
           f"Top {payload['k']} at tol = {payload['tol']:g}, one process per run, every method on the same latent point; "
-          "seconds are medians of interleaved rounds (every method once per round, after a warm-up round; one round "
-          "on the face and BigGAN cases), operator construction included. `ratio` is this project's best over the "
+          "seconds and products are medians of interleaved rounds (every method once per round, after a warm-up round; "
+          "one round on the face and BigGAN cases), operator construction included; round r starts every method from "
+          "its own seed r (ARPACK's `v0`, our `seed`), so a lucky start vector favours no side. `ratio` is this "
+          "project's best over the "
           "GAN-Geometry-style loop (target <= 0.2); "
           "`floor` is one batched call of k products (the least any top-k solve costs).", "",
           markdown_table(payload["summary"], [

@@ -311,6 +311,23 @@ def test_symmetry(any_metric):
     torch.testing.assert_close(any_metric(x0, x), d, rtol=0, atol=0)
 
 
+def test_residual_at_a_fixed_reference_is_the_residual(any_metric, monkeypatch):
+    """residual_at(x0) gives bit-identical residuals and computes x0's features once, not per call."""
+    x, x0 = _images(27, (3, 1, 32, 32)), _images(28, (1, 1, 32, 32))
+    at = any_metric.residual_at(x0)
+    assert torch.equal(at(x), any_metric.residual(x, x0))
+    if hasattr(any_metric, "_features"):
+        calls = []
+        original = any_metric._features
+        monkeypatch.setattr(any_metric, "_features", lambda t: calls.append(t.shape[0]) or original(t))
+        at(x), at(x[:1])
+        assert calls == [3, 1]  # only the images compared, never the reference again
+    # the two-argument form stays differentiable in both images (residual_at treats x0 as a constant)
+    x0g = x0.clone().requires_grad_(True)
+    (g0,) = torch.autograd.grad(any_metric.residual(x, x0g).pow(2).sum(), x0g)
+    assert g0.abs().max() > 0
+
+
 def test_residual_jvp_under_vmap(any_metric):
     """vmap of jvp = a loop of single jvps = central finite differences; vmap of vjp is the adjoint."""
     x, x0 = _images(23, (1, 1, 20, 20)), _images(24, (1, 1, 20, 20))

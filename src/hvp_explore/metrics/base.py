@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import abc
 import copy
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -105,6 +106,14 @@ class PerceptualMetric(nn.Module, abc.ABC):
             x0: Reference images (1, C, H, W) or (B, C, H, W) (broadcast).
         """
 
+    def residual_at(self, x0: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``x -> residual(x, x0)`` for a fixed reference, with whatever depends on ``x0`` alone computed once.
+
+        A curvature operator evaluates the residual against the same ``x0`` in every product; metrics whose
+        residual compares features override this so that ``x0``'s features are not recomputed each time.
+        """
+        return lambda x: self.residual(x, x0)
+
     def forward(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         """Distances of shape (B,): the sum of squares of :meth:`residual`."""
         return self.residual(x, x0).pow(2).sum(1)
@@ -125,11 +134,14 @@ class PerceptualMetric(nn.Module, abc.ABC):
             raise MetricError(f"the {self.name} metric takes images with {expected} channel(s), but the generator makes "
                               f"{channels}-channel images{hint}")
 
+    def _check_image_tensor(self, t: torch.Tensor, label: str) -> None:
+        if not isinstance(t, torch.Tensor) or t.dim() != 4:
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise MetricError(f"{self.name} metric: {label} must be a 4-d image tensor (B, C, H, W), got {shape}")
+
     def _check_pair(self, x: torch.Tensor, x0: torch.Tensor, channels: tuple[int, ...] | None = None) -> None:
         for label, t in (("x", x), ("x0", x0)):
-            if not isinstance(t, torch.Tensor) or t.dim() != 4:
-                shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-                raise MetricError(f"{self.name} metric: {label} must be a 4-d image tensor (B, C, H, W), got {shape}")
+            self._check_image_tensor(t, label)
         if x.shape[1:] != x0.shape[1:] or (x.shape[0] != x0.shape[0] and 1 not in (x.shape[0], x0.shape[0])):
             raise MetricError(
                 f"{self.name} metric: images {tuple(x.shape)} and {tuple(x0.shape)} differ; "
@@ -177,26 +189,55 @@ class FeatureDistance(PerceptualMetric):
 
     def residual(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         self._check_pair(x, x0, self._channels)
+        return self._residual(x, self._reference(x0))
+
+    def residual_at(self, x0: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``x -> residual(x, x0)`` with ``x0``'s normalised features computed once, as constants (no graph kept).
+
+        Each batched product of a Gauss-Newton operator evaluates the residual against the same ``x0``; without
+        this it would run the feature network on ``x0`` again in every call.
+        """
+        self._check_image_tensor(x0, "x0")
+        with torch.no_grad():
+            reference = self._reference(x0)
+
+        def residual(x: torch.Tensor) -> torch.Tensor:
+            self._check_pair(x, x0, self._channels)
+            return self._residual(x, reference)
+
+        return residual
+
+    def _reference(self, x0: torch.Tensor) -> list[torch.Tensor]:
+        """The unit-normalised feature maps of the reference images."""
+        self._check_image(x0)
+        return [unit_normalize(f0) for f0 in self._features(self._resized(x0))]
+
+    def _residual(self, x: torch.Tensor, reference: list[torch.Tensor]) -> torch.Tensor:
+        self._check_image(x)
+        parts = []
+        for i, (f, f0) in enumerate(zip(self._features(self._resized(x)), reference)):
+            h, w = f.shape[-2:]
+            # sqrt(w / (H W)): the spatial mean of LPIPS becomes a plain sum of squares.
+            scale = (getattr(self, f"weight{i}") / (h * w)).sqrt().reshape(-1, 1, 1)
+            parts.append(((unit_normalize(f) - f0) * scale).flatten(1))
+        return torch.cat(parts, dim=1)
+
+    def _check_image(self, t: torch.Tensor) -> None:
         dtype = self.weight0.dtype
-        for t in (x, x0):
-            if t.dtype != dtype:
-                raise MetricError(
-                    f"{self.name} metric holds {dtype} weights but got {t.dtype} images; "
-                    f"convert one of them, e.g. metric.to({t.dtype})"
-                )
-        x, x0 = upsample_min_side(x, self.resize_to), upsample_min_side(x0, self.resize_to)
+        if isinstance(t, torch.Tensor) and t.dtype != dtype:
+            raise MetricError(
+                f"{self.name} metric holds {dtype} weights but got {t.dtype} images; "
+                f"convert one of them, e.g. metric.to({t.dtype})"
+            )
+
+    def _resized(self, x: torch.Tensor) -> torch.Tensor:
+        x = upsample_min_side(x, self.resize_to)
         if min(x.shape[-2:]) < self._min_side:
             raise MetricError(
                 f"{self.name} metric needs images of at least {self._min_side} pixels a side, got {tuple(x.shape[-2:])}; "
                 f"set resize_to >= {self._min_side}"
             )
-        parts = []
-        for i, (f, f0) in enumerate(zip(self._features(x), self._features(x0))):
-            h, w = f.shape[-2:]
-            # sqrt(w / (H W)): the spatial mean of LPIPS becomes a plain sum of squares.
-            scale = (getattr(self, f"weight{i}") / (h * w)).sqrt().reshape(-1, 1, 1)
-            parts.append(((unit_normalize(f) - unit_normalize(f0)) * scale).flatten(1))
-        return torch.cat(parts, dim=1)
+        return x
 
 
 def owned_trunk(trunk: nn.Module | None, kind: type, load, what: str) -> nn.Module:

@@ -34,6 +34,14 @@ class NonFiniteError(FloatingPointError):
     """A product or a loss produced NaN or inf; the message names the stage."""
 
 
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether every entry of ``t`` is finite: one float64 sum (NaN and inf survive it), the full check only when it is not.
+
+    Every product is guarded; on a cheap operator (a product of 0.4 ms) ``isfinite(t).all()`` costs 5% of it.
+    """
+    return math.isfinite(float(t.sum(dtype=torch.float64))) or bool(torch.isfinite(t).all())
+
+
 def as_latent(z0: torch.Tensor | np.ndarray) -> torch.Tensor:
     """Return a latent point as a detached 1-D tensor, accepting shape (n,) or a batch of one (1, n)."""
     z0 = torch.as_tensor(z0)
@@ -151,7 +159,7 @@ class CurvatureOperator(ABC):
         Vt = torch.as_tensor(V).to(device=self._device, dtype=self._dtype)
         with frozen_modules(*self._modules):
             out = self._blockwise(Vt)
-        if not torch.isfinite(out).all():
+        if not all_finite(out):
             raise NonFiniteError(f"{self.name}: a product produced NaN or inf")
         if as_numpy:
             return out.cpu().numpy().astype(V.dtype, copy=False)
@@ -170,7 +178,7 @@ class CurvatureOperator(ABC):
         Vt = torch.as_tensor(V).to(device=self._device, dtype=self._dtype)
         with frozen_modules(*self._modules):
             out = self._blockwise(Vt, quadratic=True)
-        if not torch.isfinite(out).all():
+        if not all_finite(out):
             raise NonFiniteError(f"{self.name}: a quadratic form produced NaN or inf")
         return out.cpu().numpy().astype(V.dtype, copy=False) if as_numpy else out
 

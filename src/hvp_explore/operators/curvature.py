@@ -135,7 +135,9 @@ def _perceptual(generator: Callable, metric: Callable, z0, *, method: str | None
         return x if project is None else x0 + project(x - x0)
 
     if method == "ggn":
-        fast_residual = folded_callable(metric.residual)
-        return gauss_newton_operator(lambda z: fast_residual(image(z), x0), z0, block_size=block_size, modules=modules)
+        # x0's features once, not in every product (a whole pass of the metric's network per batched call)
+        at = getattr(metric, "residual_at", None)
+        fast_residual = folded_callable(at)(x0) if callable(at) else (lambda x, r=folded_callable(metric.residual): r(x, x0))
+        return gauss_newton_operator(lambda z: fast_residual(image(z)), z0, block_size=block_size, modules=modules)
     fast_metric = folded_callable(metric)
     return hessian_operator(lambda z: 0.5 * fast_metric(image(z), x0).sum(), z0, block_size=block_size, modules=modules)
