@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import skip_or_fail
 
 from hvp_explore.io import atomic
 from hvp_explore.io.atomic import (
@@ -204,7 +205,7 @@ def _read_only_folder(parent: Path):
         return
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(parent)], capture_output=True)
     if mounted.returncode != 0:  # a container without CAP_SYS_ADMIN: root can write anywhere else
-        pytest.skip(f"running as root without permission to mount a read-only tmpfs ({mounted.stderr.decode().strip()})")
+        skip_or_fail(f"running as root without permission to mount a read-only tmpfs ({mounted.stderr.decode().strip()})")
     try:
         yield parent
     finally:

@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import skip_or_fail
 from click.testing import CliRunner
 
 from hvp_explore import SuperResolution, load_image, measurement_mse
@@ -236,7 +237,7 @@ def _browser():
     binary = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)), None)
     driver = shutil.which("chromedriver")
     if binary is None or driver is None:
-        pytest.skip("no Chromium and chromedriver installed (Debian: apt-get install chromium chromium-driver)")
+        skip_or_fail("no Chromium and chromedriver installed (Debian: apt-get install chromium chromium-driver)")
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900",
