@@ -352,6 +352,30 @@ def _slow_operator(matrix: torch.Tensor, seconds: float):
     return _Slow(matrix.shape[0], dtype=matrix.dtype, device=matrix.device)
 
 
+def test_default_takes_a_cheaply_built_operator_to_arpack_without_a_first_block():
+    """Issue #22: an operator whose own build (one pass of its function) took under CHEAP_BUILD_SECONDS is cheap before
+    any product, and ARPACK starts at once from the seed's start vector; a slowly built one is timed on its first block
+    as before. Both give the dense reference's pairs."""
+    from hvp_explore import hessian_operator
+    from hvp_explore.eigen.solvers import CHEAP_BUILD_SECONDS
+
+    matrix, _ = power_law_operator(n=300)
+    H = matrix.dense()
+    z0 = torch.randn(300, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    cheap = hessian_operator(lambda z: 0.5 * z @ (H @ z), z0)
+    cheap.build_seconds = 0.5 * CHEAP_BUILD_SECONDS  # as measured on a quiet machine; a timing is not asserted
+    fast = top_eigenpairs(cheap, 10, tol=TOL)
+    check_against_dense(fast, H, 10)
+    assert fast.solver == "arpack" and "built in" in fast.info["auto"]
+    assert fast.info["passes"] == fast.matvecs + 1 == cheap.num_calls  # single products, then one batched check
+    assert torch.equal(fast.values, top_eigenpairs(cheap, 10, tol=TOL, solver="arpack").values)  # the same start
+    slow = hessian_operator(lambda z: 0.5 * z @ (H @ z), z0)
+    slow.build_seconds = 2 * CHEAP_BUILD_SECONDS
+    timed = top_eigenpairs(slow, 10, tol=TOL)
+    check_against_dense(timed, H, 10)
+    assert "first call of 4 products" in timed.info["auto"]
+
+
 def test_default_reuses_its_first_block_and_hands_cheap_operators_to_arpack():
     """Issue #22: the default takes no probe; its first block is timed and either starts block Krylov (no product
     taken twice) or, when the call was cheap, hands the solve to ARPACK; counted batched calls say which."""

@@ -52,6 +52,54 @@ def test_hessian_of_affine_function_is_zero():
     assert torch.equal(op.dense(), torch.zeros(4, 4, dtype=torch.float64))
 
 
+def test_hessian_single_products_run_no_python_hooks(monkeypatch):
+    """Issue #22: the kept first-order graph is built without saved-tensor hooks (whose Python unpack would run on
+    every saved tensor of every product, a sixth of a cheap product); its size is measured on a second, discarded
+    build, and only when a batch needs it. Products stay those of the dense Hessian."""
+    import contextlib
+
+    import hvp_explore.operators.hessian as hessian_module
+    from hvp_explore.operators.memory import SavedBytes
+
+    unpacked = [0]
+
+    def unpack(t):
+        unpacked[0] += 1
+        return t
+
+    @contextlib.contextmanager
+    def counting(modules=()):  # saved_tensor_bytes with an unpack hook that counts its calls
+        saved = SavedBytes(set())
+        with torch.autograd.graph.saved_tensors_hooks(saved.pack, unpack):
+            yield saved
+
+    monkeypatch.setattr(hessian_module, "saved_tensor_bytes", counting)
+    n = 6
+    W = torch.randn(4, n, generator=rng(), dtype=torch.float64)
+    f = lambda z: torch.sin(W @ z).sum() + (z**4).sum() / 12  # noqa: E731
+    z0 = torch.randn(n, generator=rng(1), dtype=torch.float64)
+    op = hessian_operator(f, z0)
+    assert op.build_seconds > 0
+    ref = torch.autograd.functional.hessian(f, z0)
+    v = torch.randn(n, generator=rng(2), dtype=torch.float64)
+    assert rel(op.matvec(v), ref @ v) < RTOL and unpacked[0] == 0  # built and applied: no hook ran
+    assert op.saved_bytes > 0 and unpacked[0] > 0  # the measuring build ran under the hooks
+    before = unpacked[0]
+    assert rel(op.dense(), ref) < RTOL and unpacked[0] == before  # products still run none
+
+
+def test_retained_vjp_is_autograd_grad():
+    from hvp_explore.operators._autograd import retained_vjp
+
+    z = torch.randn(5, generator=rng(), dtype=torch.float64, requires_grad=True)
+    other = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad((z.sin() ** 2).sum(), z, create_graph=True)
+    v = torch.randn(5, generator=rng(1), dtype=torch.float64)
+    assert torch.equal(retained_vjp(g, z, v), torch.autograd.grad(g, z, v, retain_graph=True)[0])
+    assert torch.equal(retained_vjp(g, z, v), torch.autograd.grad(g, z, v, retain_graph=True)[0])  # the graph is kept
+    assert retained_vjp(g, other, v) is None  # not reached
+
+
 def test_gauss_newton_is_jt_j_even_away_from_a_zero_residual():
     n = 5
     W = torch.randn(9, n, generator=rng(), dtype=torch.float64)
@@ -180,6 +228,19 @@ def test_determinism_check(conv_generator):
         gauss_newton_operator(noisy, z0, jvp_mode="forward").check_deterministic(num_vectors=1)
 
 
+@pytest.mark.parametrize("kind", ["numpy", "torch32", "torch64"])
+def test_all_finite_sees_nan_and_inf_and_survives_overflow(kind):
+    from hvp_explore.operators.base import all_finite
+
+    big = {"numpy": 1e200, "torch32": 3e38, "torch64": 1e308}[kind]  # a sum (of squares) of these overflows
+    wrap = (lambda a: a) if kind == "numpy" else (lambda a: torch.from_numpy(a).to(torch.float32 if kind == "torch32" else torch.float64))
+    assert all_finite(wrap(np.full((50, 2), big)))  # finite entries whose reduction overflows: the full check decides
+    for bad in (np.nan, np.inf, -np.inf):
+        a = np.ones((50, 2))
+        a[7, 1] = bad
+        assert not all_finite(wrap(a))
+
+
 def test_non_finite_products_stop_with_the_stage_name():
     z0 = torch.zeros(3, dtype=torch.float64)
     with pytest.raises(NonFiniteError, match="residual at z0"):
@@ -187,6 +248,8 @@ def test_non_finite_products_stop_with_the_stage_name():
     op = gauss_newton_operator(torch.sqrt, z0)  # finite value, infinite derivative at 0
     with pytest.raises(NonFiniteError, match="Gauss-Newton"):
         op.matvec(torch.ones(3, dtype=torch.float64))
+    with pytest.raises(NonFiniteError, match="Gauss-Newton"):  # the scipy bridge guards its NumPy copy
+        op.to_scipy().matvec(np.ones(3))
     with pytest.raises(NonFiniteError, match="NaN or inf"):
         measurement_hessian(TinyConvGenerator(), torch.nn.AvgPool2d(2), torch.full((16,), float("nan"), dtype=torch.float64))
 

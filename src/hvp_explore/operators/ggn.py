@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.func import jvp, vjp, vmap
 
+from hvp_explore.operators._autograd import retained_vjp
 from hvp_explore.operators.base import CurvatureOperator, NonFiniteError, modules_of, as_latent, frozen_modules
 from hvp_explore.operators.memory import default_budget, saved_tensor_bytes
 
@@ -67,8 +68,10 @@ class GaussNewtonOperator(CurvatureOperator):
         super().__init__(z0.numel(), dtype=z0.dtype, device=z0.device, block_size=block_size, modules=(residual, *modules))
         self._z0 = z0
         self._residual = lambda z: residual(z).reshape(-1)
+        t0 = time.perf_counter()
         with frozen_modules(*self._modules):
             r0, self._vjp_fn = vjp(self._residual, z0)
+        self.build_seconds = time.perf_counter() - t0
         if not torch.isfinite(r0).all():
             raise NonFiniteError(f"{self.name}: the residual at z0 contains NaN or inf")
         self.residual_dim = r0.numel()
@@ -101,7 +104,7 @@ class GaussNewtonOperator(CurvatureOperator):
         g, u = self._reverse_graph
         if g is None or not g.requires_grad:  # the residual is constant in z: J = 0
             return v.new_zeros(self.residual_dim)
-        (jv,) = torch.autograd.grad(g, u, v, retain_graph=True, allow_unused=True)
+        jv = retained_vjp(g, u, v)
         return v.new_zeros(self.residual_dim) if jv is None else jv
 
     def _single_jvp(self, v: torch.Tensor) -> torch.Tensor:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from hvp_explore.operators._autograd import retained_vjp
 from hvp_explore.operators.base import CurvatureOperator, NonFiniteError, as_latent, frozen_modules, modules_of
 from hvp_explore.operators.memory import default_budget, saved_tensor_bytes
 
@@ -31,21 +33,39 @@ class HessianOperator(CurvatureOperator):
                  modules: tuple[object, ...] = ()):
         z0 = as_latent(z0)
         super().__init__(z0.numel(), dtype=z0.dtype, device=z0.device, block_size=block_size, modules=(f, *modules))
+        self._f = f
         self._z = z0.clone().requires_grad_(True)
-        modules = tuple(m for fn in self._modules for m in modules_of(fn))
-        with frozen_modules(*self._modules), torch.enable_grad(), saved_tensor_bytes(modules) as saved:
+        t0 = time.perf_counter()
+        with frozen_modules(*self._modules), torch.enable_grad():
             value = f(self._z)
             if value.numel() != 1:
                 raise ValueError(f"hessian_operator needs a scalar function, got an output of shape {tuple(value.shape)}")
             if not torch.isfinite(value).all():
                 raise NonFiniteError(f"{self.name}: the function value at z0 is NaN or inf")
-            (self._grad,) = torch.autograd.grad(value.reshape(()), self._z, create_graph=True)
+            # a 0-d value as is: a reshape would add a node that every product backpropagates through again
+            (self._grad,) = torch.autograd.grad(value.reshape(()) if value.dim() else value, self._z, create_graph=True)
+        self.build_seconds = time.perf_counter() - t0
         self.value = float(value.detach())
-        #: Activations saved by the first-order graph (forward and backward), weights excluded.
-        self.saved_bytes = saved.total
+        self._saved_bytes: int | None = None
         #: Bytes a batch may use when ``block_size`` is unset; ``None`` = half the device's free memory (read once).
         self.memory_budget: int | None = None
         self._auto_budget: int | None = None
+
+    @property
+    def saved_bytes(self) -> int:
+        """Activations the first-order graph saves (forward and backward), weights excluded.
+
+        Measured on a second build of that graph, discarded: the kept graph carries no saved-tensor hooks,
+        whose Python unpack would run on every saved tensor of every product (a sixth of a product's time on a
+        cheap function).
+        """
+        if self._saved_bytes is None:
+            z = self._z.detach().clone().requires_grad_(True)
+            modules = tuple(m for fn in self._modules for m in modules_of(fn))
+            with frozen_modules(*self._modules), torch.enable_grad(), saved_tensor_bytes(modules) as saved:
+                torch.autograd.grad(self._f(z).reshape(()), z, create_graph=True)
+            self._saved_bytes = saved.total
+        return self._saved_bytes
 
     def memory_block(self) -> int:
         """Largest batch the memory budget allows: a batched double backward holds about two tangents of
@@ -59,8 +79,8 @@ class HessianOperator(CurvatureOperator):
         if not self._grad.requires_grad:  # f is affine in z: its Hessian vanishes
             return torch.zeros_like(V)
         if V.shape[1] == 1:
-            (hv,) = torch.autograd.grad(self._grad, self._z, V[:, 0], retain_graph=True)
-            return hv.reshape(-1, 1)
+            hv = retained_vjp(self._grad, self._z, V[:, 0])
+            return torch.zeros_like(V) if hv is None else hv.reshape(-1, 1)
         (hv,) = torch.autograd.grad(self._grad, self._z, V.T.contiguous(), retain_graph=True, is_grads_batched=True)
         return hv.T
 
