@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
@@ -24,7 +25,7 @@ import torch
 from scipy.sparse.linalg import LinearOperator
 
 __all__ = ["CurvatureOperator", "LinearCombination", "NonFiniteError", "as_latent", "frozen_modules", "mean_operator",
-           "module_dtype_device", "modules_of"]
+           "module_dtype_device", "modules_of", "seconds_since"]
 
 #: NumPy dtypes :meth:`CurvatureOperator.to_scipy` can bridge to.
 _SCIPY_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
@@ -45,6 +46,14 @@ def all_finite(t: torch.Tensor | np.ndarray) -> bool:
     if isinstance(t, np.ndarray):  # a BLAS dot: a third of a NumPy sum's time (it overflows sooner, and then falls back)
         return math.isfinite(float(np.vdot(t, t))) or bool(np.isfinite(t).all())
     return math.isfinite(float(t.sum())) or bool(torch.isfinite(t).all())
+
+
+def seconds_since(t0: float, device: torch.device) -> float:
+    """``time.perf_counter()`` seconds since ``t0``, once the device's queued work is done (CUDA kernels run
+    asynchronously: without the wait a build would be timed by its kernel launches)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
 
 
 def _numpy_dtype(dtype: torch.dtype) -> np.dtype | None:

@@ -11,7 +11,7 @@ import torch
 from torch.func import jvp, vjp, vmap
 
 from hvp_explore.operators._autograd import retained_vjp
-from hvp_explore.operators.base import CurvatureOperator, NonFiniteError, modules_of, as_latent, frozen_modules
+from hvp_explore.operators.base import CurvatureOperator, NonFiniteError, modules_of, as_latent, frozen_modules, seconds_since
 from hvp_explore.operators.memory import default_budget, saved_tensor_bytes
 
 __all__ = ["GaussNewtonOperator", "gauss_newton_operator", "JVP_MODES"]
@@ -71,7 +71,7 @@ class GaussNewtonOperator(CurvatureOperator):
         t0 = time.perf_counter()
         with frozen_modules(*self._modules):
             r0, self._vjp_fn = vjp(self._residual, z0)
-        self.build_seconds = time.perf_counter() - t0
+        self.build_seconds = seconds_since(t0, self._device)
         if not torch.isfinite(r0).all():
             raise NonFiniteError(f"{self.name}: the residual at z0 contains NaN or inf")
         self.residual_dim = r0.numel()

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from hvp_explore.operators._autograd import retained_vjp
-from hvp_explore.operators.base import CurvatureOperator, NonFiniteError, as_latent, frozen_modules, modules_of
+from hvp_explore.operators.base import CurvatureOperator, NonFiniteError, as_latent, frozen_modules, modules_of, seconds_since
 from hvp_explore.operators.memory import default_budget, saved_tensor_bytes
 
 __all__ = ["HessianOperator", "hessian_operator"]
@@ -44,7 +44,7 @@ class HessianOperator(CurvatureOperator):
                 raise NonFiniteError(f"{self.name}: the function value at z0 is NaN or inf")
             # a 0-d value as is: a reshape would add a node that every product backpropagates through again
             (self._grad,) = torch.autograd.grad(value.reshape(()) if value.dim() else value, self._z, create_graph=True)
-        self.build_seconds = time.perf_counter() - t0
+        self.build_seconds = seconds_since(t0, self._device)
         self.value = float(value.detach())
         self._saved_bytes: int | None = None
         #: Bytes a batch may use when ``block_size`` is unset; ``None`` = half the device's free memory (read once).
