@@ -106,3 +106,28 @@ def test_lobpcg_pencil_with_an_operator_b_iterates_to_lapack(eps):
     assert torch.allclose((result.vectors * ref_unit).sum(0).abs(), torch.ones(k, dtype=torch.float64), atol=1e-5)
     # products of B + eps I count as products of B
     assert result.matvecs + result.check_matvecs == A.num_matvecs + B.num_matvecs
+
+
+def test_pencil_relative_residual_is_measured_as_its_convergence_is():
+    """A pencil pair is judged against tol * (||A d_1|| + mu_1 ||(B + eps I) d_1||); its reported relative residual (the
+    CLI's warning prints it) is relative to that same scale, not to mu. Here the whitened solve converges in its own
+    norm, the pencil test does not, and r / mu (9.5e-4) sat below tol while the pair was reported unconverged."""
+    from hvp_explore import gauss_newton_operator
+
+    g = torch.Generator().manual_seed(10)
+    n, m = 200, 20
+    J = torch.randn(m, n, generator=g, dtype=torch.float64)
+    M = torch.randn(n, n, generator=g, dtype=torch.float64) * torch.linspace(1, 0.01, n, dtype=torch.float64)
+    z0 = torch.zeros(n, dtype=torch.float64)
+    B, A = gauss_newton_operator(lambda z: J @ z, z0), gauss_newton_operator(lambda z: M @ z, z0)
+    eps = 1e-3 * float(torch.linalg.eigvalsh(J.T @ J).max())
+    result = top_generalized_eigenpairs(A, B, 1, eps=eps, solver="whitened", tol=1e-3, warn=False, inner_solver="block-krylov")
+    Ad, Bd = M.T @ M, J.T @ J + eps * torch.eye(n, dtype=torch.float64)
+    d, mu = result.vectors[:, 0], result.values[0]
+    r = (Ad @ d - mu * (Bd @ d)).norm()
+    scale = (Ad @ d).norm() + mu.abs() * (Bd @ d).norm()
+    assert torch.isclose(result.residuals[0], r, rtol=1e-8)
+    assert result.info["residual_scale"] == pytest.approx(float(scale), rel=1e-8)
+    assert result.max_relative_residual == pytest.approx(float(r / scale), rel=1e-8)
+    assert bool(result.converged[0]) == (result.max_relative_residual <= result.tol)
+    assert not result.all_converged and float(r / mu) < result.tol  # the case that read as a contradiction

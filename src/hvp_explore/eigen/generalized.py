@@ -97,7 +97,8 @@ def _pencil_result(A: CurvatureOperator, B: CurvatureOperator, Bs: CurvatureOper
 
     ``Bs`` is :math:`B + \epsilon I` (``B.shifted(eps)``; its products count toward B's). A pair counts
     as converged when its residual is at most ``tol`` times :math:`\|A d_1\| + \mu_1 \|(B + \epsilon I) d_1\|`
-    (the scale of the top pair), the analogue of ``tol * lambda_1`` for a standard problem.
+    (the scale of the top pair, ``info["residual_scale"]``), the analogue of ``tol * lambda_1`` for a standard problem;
+    ``max_relative_residual`` is relative to that scale.
     Verification costs k products of A and of B, none when the dense matrices are given (``dense``: they are
     the operators, from their Jacobians, as the Jacobian eigensolver's residuals are).
     """
@@ -111,6 +112,7 @@ def _pencil_result(A: CurvatureOperator, B: CurvatureOperator, Bs: CurvatureOper
     residuals = (AD - BD * values).norm(dim=0)
     scale = float(AD[:, 0].norm() + values[0].abs() * BD[:, 0].norm()) if values.numel() else 0.0
     converged = residuals <= tol * scale
+    info["residual_scale"] = scale  # what max_relative_residual divides by: the test's own scale, not each mu
     result = EigenResult(values=values, vectors=D, residuals=residuals, converged=converged, matvecs=matvecs,
                          check_matvecs=A.num_matvecs + B.num_matvecs - check_start, seconds=seconds, solver=solver, tol=tol,
                          requested=k, info=info)

@@ -252,10 +252,14 @@ class EigenResult:
     def max_relative_residual(self) -> float:
         """Largest residual relative to its eigenvalue, ``max_i r_i / |lambda_i|`` (``tol`` bounds it when converged).
 
-        Exact zero eigenvalues (beyond the rank of a Gauss-Newton operator) count relative to ``lambda_1``.
+        Exact zero eigenvalues (beyond the rank of a Gauss-Newton operator) count relative to ``lambda_1``. A generalized
+        pencil's residuals count relative to the scale its convergence test uses (``info["residual_scale"]``, see
+        :func:`~hvp_explore.eigen.generalized.top_generalized_eigenpairs`), so that ``tol`` bounds it there too.
         """
         if not self.k:
             return float("nan")
+        if self.info.get("residual_scale"):
+            return float(self.residuals.max() / self.info["residual_scale"])
         scale = torch.where(self.values.abs() > 0, self.values.abs(), self.values.abs().max().clamp_min(1e-300))
         return float((self.residuals / scale).max())
 
