@@ -14,6 +14,7 @@ import shlex
 import shutil
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterable
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -90,7 +91,7 @@ def _private_torch_cache() -> None:
 
 def setup(quiet: bool, seed: int, device: str | None = None) -> None:
     """Check the device, set torch's threads (--threads), seed torch's global generator and route the library's
-    notices to stderr (silenced by --quiet).
+    notices and Python's warnings to stderr, one line each (silenced by --quiet).
 
     Raises:
         ValueError: ``device`` is not a device kind hvp-explore runs on, or this machine does not have it;
@@ -120,6 +121,12 @@ def setup(quiet: bool, seed: int, device: str | None = None) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
     for noisy in ("PIL", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        # Python's own form is two lines with a line of this project's source, and ignores --quiet
+        say(quiet, f"[yellow]warning:[/] {message}")
+
+    warnings.showwarning = one_line
 
 
 def check_output(out: Path, overwrite: bool, inputs: Iterable[Path | str | None] = ()) -> None:

@@ -7,6 +7,7 @@ loads, for those checks that need no numerical library), runs an
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import click
@@ -198,14 +199,18 @@ class ExploreJob:
                      mask=p.mask if p.problem == "inpaint" else None, m=p.m, seed=self.seed)
 
     def run(self, input_path: Path, out: Path, *, overwrite: bool = False, quiet: bool | None = None) -> dict:
+        from hvp_explore.eigen.solvers import ConvergenceWarning
         from hvp_explore.io.stages import write_exploration
 
         quiet = self.quiet if quiet is None else quiet
         observation = self.explorer.observe(input_path, self.problem, seed=self.seed)
         for notice in observation.notices:
             say(quiet, f"[yellow]notice:[/] {notice}")
-        result = self.explorer.explore(observation, inversion=self.inversion, eigen=self.eigen, directions=self.directions,
-                                       steps=self.steps, walks=self.walks, seed=self.seed, quiet=quiet)
+        with warnings.catch_warnings():
+            # the report lists every eigensolve that fell short of tol (printed at the end): not twice
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            result = self.explorer.explore(observation, inversion=self.inversion, eigen=self.eigen, directions=self.directions,
+                                           steps=self.steps, walks=self.walks, seed=self.seed, quiet=quiet)
         html = not self.report.no_html
         frames = self.explorer.exploration_frames(observation, result, frames=self.report.frames) if html else None
         return write_folder(out, overwrite, lambda tmp: write_exploration(
