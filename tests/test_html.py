@@ -231,8 +231,11 @@ def test_batch_index_links_every_run(tmp_path):
 
 def _browser():
     """Headless Chromium driven by Selenium, or a skip that says what is missing."""
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install '.[test]')")
-    from selenium.webdriver.chrome.service import Service
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        skip_or_fail("selenium is not installed (pip install '.[test]')")
 
     binary = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)), None)
     driver = shutil.which("chromedriver")

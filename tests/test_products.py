@@ -126,8 +126,12 @@ def test_single_vector_jacobian_routes_agree_with_the_dense_gauss_newton(mode):
         gauss_newton_operator(residual, z0, jvp_mode="sideways")
 
 
-def test_auto_route_probe_times_both_routes_warm(monkeypatch):
-    """The reverse route's graph is built before its timing, the loser runs twice, and the faster route is kept."""
+@pytest.mark.parametrize("durations, kept", [((5.0, 2.0, 1.0), "reverse"), ((2.0, 5.0, 1.5), "forward")])
+def test_auto_route_probe_times_both_routes_warm(monkeypatch, durations, kept):
+    """The reverse route's graph is built before its timing, the loser runs once more (its best time counts), and the
+    faster route is kept. The timer is scripted: reverse, forward, then the loser again."""
+    import hvp_explore.operators.ggn as ggn_module
+
     gen = TinyConvGenerator(latent_dim=10)
     z0 = torch.randn(10, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     residual = lambda z: gen(z[None]).reshape(-1)  # noqa: E731
@@ -136,14 +140,18 @@ def test_auto_route_probe_times_both_routes_warm(monkeypatch):
     build, forward = op._reverse_jvp, op._jvp
     monkeypatch.setattr(op, "_reverse_jvp", lambda v: timed.append(("reverse", op._reverse_graph is not None)) or build(v))
     monkeypatch.setattr(op, "_jvp", lambda v: timed.append(("forward", True)) or forward(v))
+    script = list(durations)
+    monkeypatch.setattr(ggn_module, "seconds_since", lambda t0, device: script.pop(0))
     v = torch.eye(10, dtype=torch.float64)[0]
     J = torch.autograd.functional.jacobian(residual, z0)
     assert rel(op.matvec(v), J.T @ (J @ v)) < 1e-12
-    # one untimed call builds the graph; then reverse, forward, and the slower of the two once more
-    assert timed[0] == ("reverse", False) and [route for route, _ in timed[1:3]] == ["reverse", "forward"]
-    assert all(warm for _, warm in timed[1:]) and len(timed) == 4
-    kept = min(op.single_jvp_seconds, key=op.single_jvp_seconds.get)
+    loser = "reverse" if durations[0] > durations[1] else "forward"
+    # one untimed call builds the graph; then reverse, forward, and the loser once more, all warm
+    assert timed == [("reverse", False), ("reverse", True), ("forward", True), (loser, True)] and not script
+    other = "forward" if loser == "reverse" else "reverse"
+    assert op.single_jvp_seconds == {loser: durations[2], other: durations[1] if loser == "reverse" else durations[0]}
     assert (op._reverse_graph is None) == (kept == "forward")
+    assert rel(op.matvec(v), J.T @ (J @ v)) < 1e-12  # the kept route gives the same product
 
 
 def test_reverse_route_of_a_residual_that_does_not_depend_on_z():

@@ -187,20 +187,25 @@ class CurvatureOperator(ABC):
             return self._products(torch.as_tensor(V)).cpu().numpy().astype(V.dtype, copy=False)
         return self._products(V)
 
-    def _products(self, V: torch.Tensor, *, check: bool = True) -> torch.Tensor:
-        """The counted products of a block (n, b): cast to the operator's dtype and device, modules frozen, guarded
-        against NaN and inf (``check=False``: the caller guards them, as the scipy bridge does on its NumPy copy).
+    def _products(self, V: torch.Tensor, *, quadratic: bool = False, check: bool = True) -> torch.Tensor:
+        """The counted products (or ``quadratic`` forms) of a block (n, b): cast to the operator's dtype and device,
+        modules frozen, guarded against NaN and inf (``check=False``: the caller guards them, as the scipy bridge does
+        on its NumPy copy).
 
-        What ``matmat`` and the scipy bridge share; each step is skipped when it has nothing to do, since a
-        single-vector Krylov solve of a cheap operator (a product of 0.3 ms) calls this hundreds of times.
+        What ``matmat``, ``quadratic_forms`` and the scipy bridge share; each step is skipped when it has nothing to
+        do, since a single-vector Krylov solve of a cheap operator (a product of 0.3 ms) calls this hundreds of times.
         """
         if V.dtype != self._dtype or V.device != self._device:
             V = V.to(device=self._device, dtype=self._dtype)
         with frozen_modules(*self._modules) if self._freezes else contextlib.nullcontext():
-            out = self._blockwise(V)
-        if check and not all_finite(out):
-            raise NonFiniteError(f"{self.name}: a product produced NaN or inf")
+            out = self._blockwise(V, quadratic=quadratic)
+        if check:
+            self._guard(out, "a quadratic form" if quadratic else "a product")
         return out
+
+    def _guard(self, out: torch.Tensor | np.ndarray, what: str = "a product") -> None:
+        if not all_finite(out):
+            raise NonFiniteError(f"{self.name}: {what} produced NaN or inf")
 
     def quadratic_forms(self, V: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
         r"""The quadratic forms :math:`v_i^T A v_i` of the columns of a block ``V`` (n, b): a (b,) vector.
@@ -211,13 +216,9 @@ class CurvatureOperator(ABC):
         """
         if V.ndim != 2 or V.shape[0] != self._n:
             raise ValueError(f"quadratic_forms expects a block of shape ({self._n}, b), got {tuple(V.shape)}")
-        as_numpy = isinstance(V, np.ndarray)
-        Vt = torch.as_tensor(V).to(device=self._device, dtype=self._dtype)
-        with frozen_modules(*self._modules):
-            out = self._blockwise(Vt, quadratic=True)
-        if not all_finite(out):
-            raise NonFiniteError(f"{self.name}: a quadratic form produced NaN or inf")
-        return out.cpu().numpy().astype(V.dtype, copy=False) if as_numpy else out
+        if isinstance(V, np.ndarray):
+            return self._products(torch.as_tensor(V), quadratic=True).cpu().numpy().astype(V.dtype, copy=False)
+        return self._products(V, quadratic=True)
 
     def _quadratic(self, V: torch.Tensor) -> torch.Tensor:
         """The (b,) forms :math:`v_i^T A v_i` of a block (operator's dtype and device); default: from the products."""
@@ -354,8 +355,7 @@ class CurvatureOperator(ABC):
             V = np.ascontiguousarray(np.reshape(np.asarray(X, dtype=dtype), (self._n, -1)), dtype=own)
             out = self._products(torch.from_numpy(V), check=False)
             out = (out if out.device.type == "cpu" else out.cpu()).numpy()
-            if not all_finite(out):  # guarded in NumPy, in the operator's dtype: a third of the cost in torch
-                raise NonFiniteError(f"{self.name}: a product produced NaN or inf")
+            self._guard(out)  # in NumPy, in the operator's dtype: a third of the cost in torch
             out = out.astype(dtype, copy=False)
             return out.reshape(-1) if squeeze else out
 

@@ -130,12 +130,12 @@ class GaussNewtonOperator(CurvatureOperator):
         def timed(route: str) -> torch.Tensor:
             t0 = time.perf_counter()
             out = routes[route](v)
-            seconds[route] = min(seconds.get(route, float("inf")), time.perf_counter() - t0)
+            seconds[route] = min(seconds.get(route, float("inf")), seconds_since(t0, self._device))
             return out
 
         out = timed("reverse")
         timed("forward")
-        timed(min(("reverse", "forward"), key=lambda r: -seconds[r]))  # the loser, once more
+        timed(max(seconds, key=seconds.get))  # the loser, once more
         self.single_jvp_seconds = seconds
         if seconds["forward"] <= seconds["reverse"]:
             self._reverse_graph = None  # forward mode won: free the first-order graph

@@ -36,20 +36,30 @@ class HessianOperator(CurvatureOperator):
         self._f = f
         self._z = z0.clone().requires_grad_(True)
         t0 = time.perf_counter()
-        with frozen_modules(*self._modules), torch.enable_grad():
-            value = f(self._z)
-            if value.numel() != 1:
-                raise ValueError(f"hessian_operator needs a scalar function, got an output of shape {tuple(value.shape)}")
-            if not torch.isfinite(value).all():
-                raise NonFiniteError(f"{self.name}: the function value at z0 is NaN or inf")
-            # a 0-d value as is: a reshape would add a node that every product backpropagates through again
-            (self._grad,) = torch.autograd.grad(value.reshape(()) if value.dim() else value, self._z, create_graph=True)
+        value, self._grad = self._first_order(self._z)
         self.build_seconds = seconds_since(t0, self._device)
         self.value = float(value.detach())
         self._saved_bytes: int | None = None
         #: Bytes a batch may use when ``block_size`` is unset; ``None`` = half the device's free memory (read once).
         self.memory_budget: int | None = None
         self._auto_budget: int | None = None
+
+    def _first_order(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``f(z)`` and its gradient with the graph kept (``create_graph``), the modules frozen.
+
+        Raises:
+            ValueError: ``f`` is not scalar.
+            NonFiniteError: ``f(z)`` is NaN or inf.
+        """
+        with frozen_modules(*self._modules), torch.enable_grad():
+            value = self._f(z)
+            if value.numel() != 1:
+                raise ValueError(f"hessian_operator needs a scalar function, got an output of shape {tuple(value.shape)}")
+            if not torch.isfinite(value).all():
+                raise NonFiniteError(f"{self.name}: the function value at z0 is NaN or inf")
+            # a 0-d value as is: a reshape would add a node that every product backpropagates through again
+            (grad,) = torch.autograd.grad(value.reshape(()) if value.dim() else value, z, create_graph=True)
+        return value, grad
 
     @property
     def saved_bytes(self) -> int:
@@ -60,10 +70,9 @@ class HessianOperator(CurvatureOperator):
         cheap function).
         """
         if self._saved_bytes is None:
-            z = self._z.detach().clone().requires_grad_(True)
             modules = tuple(m for fn in self._modules for m in modules_of(fn))
-            with frozen_modules(*self._modules), torch.enable_grad(), saved_tensor_bytes(modules) as saved:
-                torch.autograd.grad(self._f(z).reshape(()), z, create_graph=True)
+            with saved_tensor_bytes(modules) as saved:
+                self._first_order(self._z.detach().clone().requires_grad_(True))
             self._saved_bytes = saved.total
         return self._saved_bytes
 
