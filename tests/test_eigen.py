@@ -141,6 +141,8 @@ def test_auto_picks_by_cost_and_records_its_choice():
     assert [static_block(k) for k in (1, 2, 5, 10, 20, 50)] == [1, 1, 2, 4, 8, 8]
     small, _ = power_law_operator(n=30)  # n small: the dense matrix is cheaper
     assert choose_solver(small, 10)[0] == "dense"
+    tall = measurement_hessian(gen, lambda x: x, z0)  # m = every pixel > n = 48: the Jacobian's n columns
+    assert tall.residual_dim > 48 and choose_solver(tall, 20)[1].startswith("cost in vjp units: jacobian ~48,")
 
 
 def test_auto_with_measured_costs_chooses_the_block_size():

@@ -115,7 +115,7 @@ def test_batched_restarts_equal_restarts_run_one_by_one(mlp_generator):
     forward, y = _problem(mlp_generator)
     n, seed, restarts = mlp_generator.latent_dim, 11, 3
     batched = invert(mlp_generator, forward, y, restarts=restarts, steps=60, lr=0.05, stop_factor=0.0, seed=seed, quiet=True,
-                     gauss_newton=False)
+                     gauss_newton=False, halving=0)
     # The documented starts: the seeded prior draws, one row per restart.
     starts = sample_latents("normal", restarts, n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     with torch.no_grad():
@@ -134,6 +134,45 @@ def test_batched_restarts_equal_restarts_run_one_by_one(mlp_generator):
     torch.testing.assert_close(batched.latent, alone[best].latent, rtol=1e-8, atol=1e-10)
     # The restarts end in different places (they are genuinely different runs).
     assert len({round(m, 30) for m in batched.restart_mses}) == restarts
+
+
+def test_successive_halving_drops_the_worse_half_and_keeps_the_survivors_trajectories(mlp_generator):
+    # 8 restarts, halving every 10 steps down to 2: the generator sees batches of 8 for iterates 0..10, 4 for
+    # 11..20, 2 for 21..40. The survivors are the rows with the lowest MSE so far at each halving (from the
+    # restarts run alone), and every row's result is what it reaches alone in the steps it ran.
+    from hvp_explore.settings import HALVING_SURVIVORS
+
+    forward, y = _problem(mlp_generator)
+    n, seed, steps = mlp_generator.latent_dim, 11, 40
+    sizes = []
+
+    def G(z):
+        sizes.append(z.shape[0])
+        return mlp_generator(z)
+
+    options = {"steps": steps, "lr": 0.05, "stop_factor": 0.0, "quiet": True, "gauss_newton": False, "latent_dim": n}
+    halved = invert(G, forward, y, restarts=8, seed=seed, halving=10, **options)
+    # first the probe of the problem's shapes, last the returned image
+    assert HALVING_SURVIVORS == 2 and sizes == [1] + [8] * 11 + [4] * 10 + [2] * 20 + [1]
+    starts = sample_latents("normal", 8, n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+    def alone(i, t):  # restart i's lowest MSE over its iterates 0..t, run by itself
+        return invert(mlp_generator, forward, y, init=starts[i], **{**options, "steps": t}).restart_mses[0]
+
+    at10 = {i: alone(i, 10) for i in range(8)}
+    kept10 = sorted(at10, key=at10.get)[:4]
+    at20 = {i: alone(i, 20) for i in kept10}
+    kept20 = sorted(at20, key=at20.get)[:2]
+    expected = [alone(i, steps) if i in kept20 else at20[i] if i in kept10 else at10[i] for i in range(8)]
+    torch.testing.assert_close(torch.tensor(halved.restart_mses), torch.tensor(expected), rtol=1e-8, atol=1e-20)
+    best = min(kept20, key=lambda i: expected[i])  # a survivor: the others stopped above the survivors' MSE
+    ran_alone = invert(mlp_generator, forward, y, init=starts[best], **options)
+    torch.testing.assert_close(halved.latent, ran_alone.latent, rtol=1e-8, atol=1e-10)
+    # without halving every restart runs all its steps (here another restart, dropped above, ends best)
+    full = invert(mlp_generator, forward, y, restarts=8, seed=seed, halving=0, **options)
+    torch.testing.assert_close(torch.tensor(full.restart_mses), torch.tensor([alone(i, steps) for i in range(8)]), rtol=1e-8, atol=1e-20)
+    with pytest.raises(ValueError, match="halving"):
+        invert(mlp_generator, forward, y, halving=-1, quiet=True)
 
 
 def test_early_stop_stops_at_the_first_iterate_under_tau_times_stop_factor(mlp_generator):

@@ -39,6 +39,11 @@ DEFAULT_STOP_FACTOR = 0.25
 DEFAULT_GAUSS_NEWTON_TRIALS = 10
 #: With the Gauss-Newton finish, CSGM hands over at its first feasible iterate or after this many steps.
 DEFAULT_HANDOVER = 50
+#: Successive halving of CSGM's restarts: every this many steps the worse half is dropped (0: never), down to
+#: :data:`HALVING_SURVIVORS`. Chosen on tuning faces (docs/inversion.md): the restart best after 50 steps was
+#: among the best 4 of 8 after 10 steps on all ten.
+DEFAULT_HALVING = 10
+HALVING_SURVIVORS = 2
 #: Levenberg-Marquardt forms the exact Jacobian (min(m, n) batched products) when min(m, n) is at most
 #: this: every problem of the 100-d face generator, super-resolution on the default one. Otherwise it
 #: solves each damped step by conjugate gradients on Gauss-Newton products (at most

@@ -290,7 +290,7 @@ def choose_solver(op: CurvatureOperator, k: int, *, oversample: int | None = Non
         block = static_block(k)
         costs = {"dense": n * GGN_PRODUCT_COST, f"block-krylov:{block}": krylov_products(k, block) * GGN_PRODUCT_COST}
         if hasattr(op, "jacobian"):
-            costs["jacobian"] = float(op.residual_dim)
+            costs["jacobian"] = float(min(op.residual_dim, n))  # rows or columns, whichever side is shorter
         choice = min(costs, key=costs.get)
         reason = ", ".join(f"{name} ~{c:.0f}" for name, c in sorted(costs.items(), key=lambda kv: kv[1]))
         return choice, f"cost in vjp units: {reason}"

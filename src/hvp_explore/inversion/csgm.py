@@ -4,6 +4,13 @@ The R restarts are one optimisation: a single Adam over a latent tensor Z of sha
 sum_r MSE(Z_r). The gradient of row r depends on Z_r alone (the generator is in eval mode, so batch norm
 uses its running statistics and rows never interact) and Adam's update is element-wise, so each row
 follows exactly the trajectory it would follow alone, while the generator runs once per step for all.
+
+**Successive halving.** Every ``halving`` steps the worse half of the restarts still running (ranked by
+the lowest MSE each has reached) is dropped, down to ``survivors``. Rows are independent, so a row that
+survives follows exactly the trajectory it follows without halving (its Adam moments are carried over);
+only the batch shrinks. On the face generator a batch of 8 latents costs 3x one of 1 (44 against 14.6 ms a
+step), and the restart that is best after 50 steps was among the best 4 after 10 steps on all ten tuning
+faces (docs/inversion.md).
 """
 
 from __future__ import annotations
@@ -28,12 +35,19 @@ class CSGMRun:
     stopped_early: bool
 
 
-def csgm(generator, forward, y, z0, *, steps, lr, prior, truncation, stop_mse, quiet) -> CSGMRun:
-    """Batched CSGM: one Adam over all restarts (rows of ``z0``), loss = sum of per-row MSEs."""
+def csgm(generator, forward, y, z0, *, steps, lr, prior, truncation, stop_mse, quiet, halving: int = 0,
+         survivors: int = 1) -> CSGMRun:
+    """Batched CSGM: one Adam over all restarts (rows of ``z0``), loss = sum of per-row MSEs.
+
+    With ``halving > 0`` the worse half of the running restarts is dropped every ``halving`` steps, down to
+    ``survivors`` (module docstring); a dropped restart keeps, in ``best_latents`` and ``best_mses``, the
+    best iterate it reached while it ran.
+    """
     z = z0.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
     best_z = z0.detach().clone()
     best_mse = torch.full((z0.shape[0],), float("inf"), dtype=z0.dtype, device=z0.device)
+    running = torch.arange(z0.shape[0], device=z0.device)  # the restarts still optimised, rows of z
     history: list[float] = []
     stopped = False
     t = 0
@@ -41,9 +55,9 @@ def csgm(generator, forward, y, z0, *, steps, lr, prior, truncation, stop_mse, q
         while True:
             mse = measurement_mse(forward, generator(z), y)
             m = mse.detach()
-            better = m < best_mse
-            best_mse = torch.where(better, m, best_mse)
-            best_z[better] = z.detach()[better]
+            better = m < best_mse[running]
+            best_mse[running] = torch.where(better, m, best_mse[running])
+            best_z[running[better]] = z.detach()[better]
             history.append(float(m.min()))
             if float(best_mse.min()) < stop_mse:
                 stopped = True
@@ -52,6 +66,11 @@ def csgm(generator, forward, y, z0, *, steps, lr, prior, truncation, stop_mse, q
                 break
             opt.zero_grad(set_to_none=True)
             mse.sum().backward()
+            if halving and t and t % halving == 0 and running.numel() > survivors:
+                # ranked by the best iterate so far, this one included; the kept rows take their gradients along
+                keep = best_mse[running].argsort()[: max(survivors, (running.numel() + 1) // 2)].sort().values
+                running = running[keep]
+                z, opt = _keep_rows(z, opt, keep)
             opt.step()
             if prior != "normal":
                 with torch.no_grad():
@@ -59,3 +78,19 @@ def csgm(generator, forward, y, z0, *, steps, lr, prior, truncation, stop_mse, q
             t += 1
             bar.advance(status=f"best MSE {float(best_mse.min()):.2e}")
     return CSGMRun(best_z, best_mse, tuple(history), t, stopped)
+
+
+def _keep_rows(z: torch.Tensor, opt: torch.optim.Adam, keep: torch.Tensor) -> tuple[torch.Tensor, torch.optim.Adam]:
+    """The rows ``keep`` of the latents (with their gradients) and a new Adam over them that goes on with their moments.
+
+    Adam's state is element-wise (its step count is shared), so slicing the moments continues every kept
+    row's optimisation exactly where it was.
+    """
+    kept = z.detach()[keep].clone().requires_grad_(True)
+    kept.grad = z.grad[keep]
+    state = opt.state_dict()
+    state["state"] = {i: {name: (v[keep] if torch.is_tensor(v) and v.dim() else v) for name, v in entry.items()}
+                      for i, entry in state["state"].items()}
+    new = torch.optim.Adam([kept])
+    new.load_state_dict(state)  # the hyperparameters come with the state
+    return kept, new

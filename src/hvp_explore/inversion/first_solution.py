@@ -48,6 +48,7 @@ from hvp_explore.operators.base import frozen_modules
 from hvp_explore.problems import measurement_mse
 from hvp_explore.settings import (
     DEFAULT_GAUSS_NEWTON_TRIALS,
+    DEFAULT_HALVING,
     DEFAULT_HANDOVER,
     DEFAULT_IAGAN_LR_G,
     DEFAULT_IAGAN_LR_Z,
@@ -62,6 +63,7 @@ from hvp_explore.settings import (
     DEFAULT_TRUNCATION,
     GAUSS_NEWTON_CG_ITERATIONS,
     GAUSS_NEWTON_EXACT_MAX,
+    HALVING_SURVIVORS,
 )
 
 __all__ = ["InversionResult", "invert"]
@@ -123,6 +125,7 @@ def invert(
     gauss_newton: bool | str = DEFAULT_SWITCH,
     gauss_newton_trials: int = DEFAULT_GAUSS_NEWTON_TRIALS,
     handover: int = DEFAULT_HANDOVER,
+    halving: int = DEFAULT_HALVING,
     iagan: bool | str = DEFAULT_SWITCH,
     iagan_steps: int = DEFAULT_IAGAN_STEPS,
     iagan_lr_z: float = DEFAULT_IAGAN_LR_Z,
@@ -174,6 +177,10 @@ def invert(
             ``restarts`` x ``steps`` (single-latent passes). CSGM then stops at ``tau``; if the
             refinement ends above ``tau * stop_factor``, CSGM resumes from it (see the module docstring).
         gauss_newton_trials: Levenberg-Marquardt trial steps (accepted or not).
+        handover: With the refinement, CSGM's steps before it hands over (earlier at a feasible iterate).
+        halving: Every ``halving`` CSGM steps the worse half of the restarts still running is dropped, down to
+            :data:`~hvp_explore.settings.HALVING_SURVIVORS` (successive halving: the survivors' trajectories are
+            unchanged, the batch shrinks); 0 keeps every restart to the end.
         iagan: Whether to fine-tune a copy of the generator after CSGM: ``True``, ``False``, or
             ``"auto"`` (only when CSGM's best MSE stays above ``tau``, e.g. large inpainting holes of
             images outside the generator's range; see docs/inversion.md).
@@ -210,6 +217,7 @@ def invert(
         raise ValueError(f"gauss_newton must be True, False or 'auto' (docs/inversion.md), got {gauss_newton!r}")
     gauss_newton_trials = positive_int("gauss_newton_trials", gauss_newton_trials)
     handover = positive_int("handover", handover, minimum=0)
+    halving = positive_int("halving", halving, minimum=0)
     if iagan not in (True, False, "auto"):
         raise ValueError(f"iagan must be True, False or 'auto' (fine-tune only when CSGM stays above tau), got {iagan!r}")
     if iagan:
@@ -248,7 +256,7 @@ def invert(
     with frozen_modules(generator):
         # With the refinement, CSGM hands over as soon as a restart is feasible.
         run = csgm(generator, forward, y, z0, steps=min(steps, handover) if gauss_newton else steps,
-                   stop_mse=tau * (1.0 if gauss_newton else stop_factor), **options)
+                   stop_mse=tau * (1.0 if gauss_newton else stop_factor), halving=halving, survivors=HALVING_SURVIVORS, **options)
     timings["csgm"] = time.perf_counter() - t0
     best = int(run.best_mses.argmin())
     latent = run.best_latents[best].clone()
