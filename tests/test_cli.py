@@ -54,6 +54,24 @@ def test_invert_writes_a_feasible_solution_and_its_state(inverted):
         assert (inverted / name).is_file()
 
 
+@pytest.mark.parametrize("halving", [0, 3])
+def test_invert_halving_is_the_librarys(tmp_path, halving):
+    # --halving reaches invert(): the saved latent is the library's for the same settings, bit for bit (CPU, fixed seed)
+    from hvp_explore.inversion import invert
+
+    out = tmp_path / "inv"
+    args = ["--restarts", "4", "--steps", "12", "--gauss-newton", "off", "--iagan", "off"]
+    result = run("invert", SAMPLE, "--from-clean", "--out", out, "--quiet", "--halving", halving, *args)
+    assert result.exit_code == 0, result.output
+    forward = SuperResolution((1, 32, 32), 4)
+    y = forward(load_image(SAMPLE)[None])
+    ref = invert(load_generator("default"), forward, y, restarts=4, steps=12, gauss_newton=False, iagan=False, halving=halving, quiet=True)
+    assert torch.equal(torch.load(out / "state.pt", weights_only=True)["latent"], ref.latent)
+    bad = run("invert", SAMPLE, "--from-clean", "--out", tmp_path / "bad", "--quiet", "--halving", "-1")
+    assert bad.exit_code != 0 and "--halving must be a non-negative integer" in bad.output and "Traceback" not in bad.output
+    assert not (tmp_path / "bad").exists()
+
+
 def test_stage_commands_compose(inverted, tmp_path):
     eig, cpl, prj, rnd = (tmp_path / s for s in ("eig", "couple", "project", "render"))
     assert run("eig", inverted, "--out", eig, "--k", "8", "--quiet").exit_code == 0

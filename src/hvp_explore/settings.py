@@ -260,6 +260,8 @@ class InversionSettings(_Settings):
     _caps = {"restarts": (MAX_RESTARTS, "the restarts are optimised together, one batch")}
 
     restarts: int = field(default=DEFAULT_RESTARTS, metadata=option("CSGM restarts optimised together."))
+    halving: int = field(default=DEFAULT_HALVING, metadata=option(
+        f"Every this many CSGM steps the worse half of the restarts is dropped, down to {HALVING_SURVIVORS} (0: keep every restart)."))
     steps: int = field(default=DEFAULT_STEPS, metadata=option("Largest number of CSGM Adam steps (IAGAN's steps are bounded by it too)."))
     lr: float = field(default=DEFAULT_LR, metadata=option("CSGM Adam learning rate."))
     prior: str = field(default=DEFAULT_PRIOR, metadata=option("Latent prior of the starts and of the projection after each step.",
@@ -271,6 +273,11 @@ class InversionSettings(_Settings):
         "Fine-tune the generator jointly with the latent after CSGM (IAGAN): 'auto' only when CSGM stays above --tau.",
         choices=tuple(SWITCHES)))
     back_projection: bool = field(default=False, metadata=option("Back-project the final image onto the measurements (IAGAN)."))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.halving, bool) or not isinstance(self.halving, int) or self.halving < 0:
+            raise ValueError(f"--halving must be a non-negative integer (0 keeps every restart), got {self.halving!r}")
 
 
 @dataclass(frozen=True)
