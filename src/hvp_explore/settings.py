@@ -177,13 +177,14 @@ def flag_of(cls, name: str) -> str:
 class _Settings:
     """Shared behaviour of the settings dataclasses: checks on construction, keyword arguments, defaults.
 
-    Subclasses list in ``_positive`` the fields that must be positive (None allowed for optional ones)
-    and in ``_integers`` those that must be whole numbers; a bad value is a one-line ``ValueError``
-    naming the command-line option, raised before any work.
+    Subclasses list in ``_positive`` the fields that must be positive (None allowed for optional ones),
+    in ``_integers`` those that must be whole numbers and in ``_counts`` the whole numbers that may be 0;
+    a bad value is a one-line ``ValueError`` naming the command-line option, raised before any work.
     """
 
     _positive: tuple[str, ...] = ()
     _integers: tuple[str, ...] = ()
+    _counts: tuple[str, ...] = ()
     #: field -> (largest value, why): values above are refused before any work (they would exhaust the memory).
     _caps: dict[str, tuple[int, str]] = {}
 
@@ -201,6 +202,10 @@ class _Settings:
             if bad_type or not math.isfinite(value) or value <= 0:
                 what = "a positive integer" if integral else "a positive finite number"
                 raise ValueError(f"{flag_of(type(self), name)} must be {what}, got {value!r}")
+        for name in self._counts:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{flag_of(type(self), name)} must be a non-negative integer, got {value!r}")
         for f in fields(self):
             value = getattr(self, f.name)
             # values whose square overflows float32 (the working precision) would fail minutes later, or write NaN
@@ -257,6 +262,7 @@ class InversionSettings(_Settings):
 
     _positive = ("restarts", "steps", "lr")
     _integers = ("restarts", "steps")
+    _counts = ("halving",)
     _caps = {"restarts": (MAX_RESTARTS, "the restarts are optimised together, one batch")}
 
     restarts: int = field(default=DEFAULT_RESTARTS, metadata=option("CSGM restarts optimised together."))
@@ -273,11 +279,6 @@ class InversionSettings(_Settings):
         "Fine-tune the generator jointly with the latent after CSGM (IAGAN): 'auto' only when CSGM stays above --tau.",
         choices=tuple(SWITCHES)))
     back_projection: bool = field(default=False, metadata=option("Back-project the final image onto the measurements (IAGAN)."))
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if isinstance(self.halving, bool) or not isinstance(self.halving, int) or self.halving < 0:
-            raise ValueError(f"--halving must be a non-negative integer (0 keeps every restart), got {self.halving!r}")
 
 
 @dataclass(frozen=True)
@@ -369,16 +370,12 @@ class WalkSettings(_Settings):
 
     _positive = ("walkers",)
     _integers = ("walkers",)
+    _counts = ("walk_steps",)
 
     walk_steps: int = field(default=0, metadata=option(
         "Feasible walk steps per walker after the e-GLASS solutions (0: no walks); the N solutions are then the most "
         "diverse of all the solutions found."))
     walkers: int = field(default=DEFAULT_WALKERS, metadata=option("Walkers, each starting at one of the e-GLASS solutions farthest apart."))
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if isinstance(self.walk_steps, bool) or not isinstance(self.walk_steps, int) or self.walk_steps < 0:
-            raise ValueError(f"--walk-steps must be a non-negative integer, got {self.walk_steps!r}")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import torch
 from hvp_explore.inversion.priors import project_latents
 from hvp_explore.io._progress import progress_bar
 from hvp_explore.problems import measurement_mse
+from hvp_explore.settings import HALVING_SURVIVORS
 
 __all__ = ["CSGMRun", "csgm"]
 
@@ -36,7 +37,7 @@ class CSGMRun:
 
 
 def csgm(generator, forward, y, z0, *, steps, lr, prior, truncation, stop_mse, quiet, halving: int = 0,
-         survivors: int = 1) -> CSGMRun:
+         survivors: int = HALVING_SURVIVORS) -> CSGMRun:
     """Batched CSGM: one Adam over all restarts (rows of ``z0``), loss = sum of per-row MSEs.
 
     With ``halving > 0`` the worse half of the running restarts is dropped every ``halving`` steps, down to

@@ -63,7 +63,6 @@ from hvp_explore.settings import (
     DEFAULT_TRUNCATION,
     GAUSS_NEWTON_CG_ITERATIONS,
     GAUSS_NEWTON_EXACT_MAX,
-    HALVING_SURVIVORS,
 )
 
 __all__ = ["InversionResult", "invert"]
@@ -256,7 +255,7 @@ def invert(
     with frozen_modules(generator):
         # With the refinement, CSGM hands over as soon as a restart is feasible.
         run = csgm(generator, forward, y, z0, steps=min(steps, handover) if gauss_newton else steps,
-                   stop_mse=tau * (1.0 if gauss_newton else stop_factor), halving=halving, survivors=HALVING_SURVIVORS, **options)
+                   stop_mse=tau * (1.0 if gauss_newton else stop_factor), halving=halving, **options)
     timings["csgm"] = time.perf_counter() - t0
     best = int(run.best_mses.argmin())
     latent = run.best_latents[best].clone()
