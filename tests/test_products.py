@@ -22,6 +22,15 @@ def rel(a, b):
     return float((a - b).norm() / b.norm())
 
 
+def spread(*batch_norms):
+    """Statistics and affine parameters away from the identity, so that eval mode matters."""
+    for bn in batch_norms:
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.2, 0.2)
+
+
 class AttributeBatchNorm(nn.Module):
     """Batch norm kept as attributes (not in a Sequential, as in EfficientNet's blocks) and a BatchNorm1d after a Linear."""
 
@@ -32,11 +41,7 @@ class AttributeBatchNorm(nn.Module):
         self.bn1 = nn.BatchNorm1d(12)
         self.conv = nn.Conv2d(3, 4, 3, padding=1)
         self.bn2 = nn.BatchNorm2d(4)
-        for bn in (self.bn1, self.bn2):
-            bn.running_mean.uniform_(-0.5, 0.5)
-            bn.running_var.uniform_(0.5, 2.0)
-            bn.weight.data.uniform_(0.5, 1.5)
-            bn.bias.data.uniform_(-0.2, 0.2)
+        spread(self.bn1, self.bn2)
 
     def forward(self, z):
         h = torch.tanh(self.bn1(self.fc(z)))
@@ -69,6 +74,98 @@ def test_attribute_batch_norm_becomes_a_channel_affine():
     z = torch.randn(4, 6, dtype=torch.float64)
     with torch.no_grad():
         assert rel(folded(z), module(z)) < 1e-12
+
+
+class DeclaredBatchNorm(AttributeBatchNorm):
+    """The same wiring, with its pairs declared: a depthwise convolution, and a linear layer viewed as 2 x 2 maps."""
+
+    batch_norm_follows = {"bn1": "fc", "bn2": "conv", "missing_bn": "missing_layer"}
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(4)
+        self.bn1 = nn.BatchNorm2d(3)  # reads fc's 12 outputs as 3 channels of 2 x 2
+        self.conv = nn.Conv2d(3, 3, 3, padding=1, groups=3)
+        self.bn2 = nn.BatchNorm2d(3)
+        spread(self.bn1, self.bn2)
+
+    def forward(self, z):
+        h = torch.tanh(self.bn1(self.fc(z).view(-1, 3, 2, 2)))
+        return torch.tanh(self.bn2(self.conv(h)))
+
+
+def test_declared_pairs_fold_into_their_layers():
+    """``batch_norm_follows`` folds a batch norm into the layer a custom forward feeds it from: a depthwise convolution,
+    and a linear layer viewed as maps (channel c = outputs 4c..4c+3); an absent pair is skipped."""
+    module = DeclaredBatchNorm().double().eval()
+    folded = folded_module(module)
+    assert isinstance(folded.bn1, nn.Identity) and isinstance(folded.bn2, nn.Identity)
+    assert not any(isinstance(m, ChannelAffine) for m in folded.modules())
+    assert module.conv.bias is not None and folded.fc.weight is not module.fc.weight  # the copy's own, folded
+    z = torch.randn(4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert rel(folded(z), module(z)) < 1e-12
+
+
+def test_shipped_networks_fold_every_batch_norm():
+    """The embedded DCGAN (its first batch norm after the linear layer's view) and EfficientNet-Lite0 (every block's
+    three): no batch norm is left as a channel affine, and the folded copies compute the same maps in float64."""
+    from hvp_explore.generators.dcgan import DCGANGenerator
+    from hvp_explore.metrics._efficientnet import EfficientNetLite0
+
+    for module, x in ((DCGANGenerator(latent_dim=8, width=16), torch.randn(3, 8)),
+                      (EfficientNetLite0(), torch.randn(1, 3, 64, 64))):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            spread(*(m for m in module.modules() if isinstance(m, nn.BatchNorm2d)))
+        module = module.double().eval()
+        folded = folded_module(module)
+        assert not any(isinstance(m, (ChannelAffine, nn.BatchNorm2d)) for m in folded.modules())
+        with torch.no_grad():
+            assert rel(folded(x.double()), module(x.double())) < 1e-12
+
+
+def test_forward_mode_products_of_the_shipped_metrics_run_no_python_kernels():
+    """In forward mode an elementwise operation between a dual tensor and a constant (a channel affine's scale, a
+    number passed as a 0-d tensor) makes torch compute the zero tangent's shape with its Python reference kernels,
+    0.3-0.5 ms a call: a third of a batched product of the faces' H_X before folding. A batched product of H_X (the
+    embedded DCGAN, both shipped feature metrics) runs at most two (the reference subtraction, the linear layer's
+    bias); the values match the double-backprop operator."""
+    import sys
+
+    from hvp_explore import load_metric
+    from hvp_explore.generators.dcgan import DCGANGenerator
+
+    class RGB(nn.Module):  # the gray DCGAN's images as three channels, for effnet
+        def __init__(self, gray):
+            super().__init__()
+            self.gray = gray
+
+        def forward(self, z):
+            return self.gray(z).repeat(1, 3, 1, 1)
+
+    gen = DCGANGenerator(latent_dim=8, width=16).eval()
+    z0 = torch.randn(8, generator=torch.Generator().manual_seed(0))
+    for name, g in (("fmnist", gen), ("effnet", RGB(gen))):
+        metric = load_metric(name)
+        op = perceptual_hessian(g, metric, z0, method="ggn")
+        V = torch.randn(8, 3, generator=torch.Generator().manual_seed(1))
+        op.matmat(V)  # warm: the first call loads torch's forward-mode helpers
+        calls = []
+
+        def count(frame, event, arg):
+            if event == "call" and frame.f_code.co_filename.endswith("_prims_common/wrappers.py") and frame.f_code.co_name == "_fn":
+                calls.append(frame.f_code.co_name)
+
+        sys.setprofile(count)
+        try:
+            products = op.matmat(V)
+        finally:
+            sys.setprofile(None)
+        # each Python kernel enters two wrappers of that module
+        assert len(calls) <= 2 * 2, (name, len(calls))
+        reference = perceptual_hessian(g, metric, z0, method="double-backprop").matmat(V)
+        assert rel(products, reference) < 1e-4  # float32 products, two routes
 
 
 def test_folded_copy_follows_changes_of_the_module():

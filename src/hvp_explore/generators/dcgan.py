@@ -22,6 +22,10 @@ IMAGE_SHAPE = (1, 32, 32)
 class DCGANGenerator(nn.Module):
     """DCGAN generator mapping latents (B, n) to images (B, 1, 32, 32) in [-1, 1]."""
 
+    #: The first batch norm reads only the linear layer's output, viewed as (width, 4, 4) maps: the operators' copy
+    #: folds it into that layer (:mod:`hvp_explore.operators._folding`).
+    batch_norm_follows = {"net.0": "fc"}
+
     def __init__(self, latent_dim: int = LATENT_DIM, width: int = 128):
         super().__init__()
         self.latent_dim = latent_dim

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hvp_explore.metrics.base import _add, _div, _mul, _sub
+
 #: (repeats, kernel, stride, expansion, in channels, out channels) per stage.
 STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
           (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320))
@@ -47,6 +49,10 @@ def same_padding(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
 
 class MBConv(nn.Module):
     """Mobile inverted bottleneck without squeeze-and-excitation (the Lite block)."""
+
+    #: Each batch norm reads only the output of the convolution named here: the operators' copy folds it into
+    #: that convolution's weights (:mod:`hvp_explore.operators._folding`).
+    batch_norm_follows = {"_bn0": "_expand_conv", "_bn1": "_depthwise_conv", "_bn2": "_project_conv"}
 
     def __init__(self, kernel: int, stride: int, expansion: int, c_in: int, c_out: int):
         super().__init__()
@@ -74,6 +80,8 @@ class EfficientNetLite0(nn.Module):
     Inputs are (B, 3, H, W) already normalised as the checkpoint expects (see
     :func:`imagenet_normalize`).
     """
+
+    batch_norm_follows = {"_bn0": "_conv_stem", "_bn1": "_conv_head"}
 
     def __init__(self, num_classes: int = 1000):
         super().__init__()
@@ -113,4 +121,5 @@ def imagenet_normalize(x: torch.Tensor) -> torch.Tensor:
     ``grace_hopper.jpg``) it gives the right ImageNet class, as torchvision's mean/std also does
     (docs/metrics.md).
     """
-    return ((x + 1.0) * 127.5 - 127.0) / 128.0
+    # the Scalar overloads: a number passed as a 0-d tensor costs forward mode a Python meta computation
+    return _div(_sub(_mul(_add(x, 1.0), 127.5), 127.0), 128.0)
