@@ -72,7 +72,6 @@ def unit_normalize(f: torch.Tensor) -> torch.Tensor:
     return f / _add(norm, _LPIPS_EPS)
 
 
-
 def upsample_min_side(x: torch.Tensor, size: int | None) -> torch.Tensor:
     """Bilinearly upsample so that the shorter side is ``size`` (aspect kept); larger images pass as they are."""
     h, w = x.shape[-2:]
