@@ -101,7 +101,8 @@ def test_declared_pairs_fold_into_their_layers():
     folded = folded_module(module)
     assert isinstance(folded.bn1, nn.Identity) and isinstance(folded.bn2, nn.Identity)
     assert not any(isinstance(m, ChannelAffine) for m in folded.modules())
-    assert module.conv.bias is not None and folded.fc.weight is not module.fc.weight  # the copy's own, folded
+    assert isinstance(module.bn1, nn.BatchNorm2d) and isinstance(module.bn2, nn.BatchNorm2d)  # the user's module keeps them
+    assert folded.fc.weight is not module.fc.weight and folded.conv.weight is not module.conv.weight  # the copy's own
     z = torch.randn(4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert rel(folded(z), module(z)) < 1e-12

@@ -89,11 +89,9 @@ def _fold(layer: nn.Module, scale: torch.Tensor, shift: torch.Tensor) -> None:
     A layer with k times as many outputs as the batch norm has channels feeds it through a view (a linear layer
     reshaped to (C, H, W) maps; declared by ``batch_norm_follows``): channel c is outputs c k to c k + k - 1.
     """
-    # A transposed convolution stores its weight (in, out, ...): the output channel is dimension 1.
-    dim = 1 if isinstance(layer, _TRANSPOSED) else 0
-    repeat = layer.weight.shape[dim] // scale.numel()
+    repeat = _channels_out(layer) // scale.numel()
     shape = [1] * layer.weight.dim()
-    shape[dim] = -1
+    shape[_channel_dim(layer)] = -1
     with torch.no_grad():
         scale, shift = scale.double().repeat_interleave(repeat), shift.double().repeat_interleave(repeat)
         weight = layer.weight.double() * scale.view(shape)
@@ -103,8 +101,13 @@ def _fold(layer: nn.Module, scale: torch.Tensor, shift: torch.Tensor) -> None:
     layer.bias = nn.Parameter(bias.to(layer.weight.dtype), requires_grad=False)
 
 
+def _channel_dim(layer: nn.Module) -> int:
+    """The weight's output-channel dimension: a transposed convolution stores its weight (in, out, ...)."""
+    return 1 if isinstance(layer, _TRANSPOSED) else 0
+
+
 def _channels_out(layer: nn.Module) -> int:
-    return layer.weight.shape[1 if isinstance(layer, _TRANSPOSED) else 0]
+    return layer.weight.shape[_channel_dim(layer)]
 
 
 def _replace(owner: nn.Module, path: str, module: nn.Module) -> None:
