@@ -13,7 +13,7 @@ import torch
 from conftest import MatrixOperator, TinyConvGenerator, dense_reference_hessian, spectrum_matrix
 
 from hvp_explore import (NonFiniteError, gauss_newton_operator, hessian_operator, mean_operator, measurement_hessian,
-                         perceptual_hessian)
+                         perceptual_hessian, subspace_cosines)
 from hvp_explore.metrics import ClassifierMetric, PixelMetric
 from hvp_explore.generators.dcgan import FashionClassifier
 
@@ -163,6 +163,48 @@ def test_to_scipy_round_trips_and_numpy_in_numpy_out(conv_generator):
     out = op.matvec(V[:, 0])
     assert isinstance(out, np.ndarray) and out.dtype == np.float64
     np.testing.assert_allclose(out, ref[:, 0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["hessian", "gauss-newton"])
+def test_a_vector_takes_the_single_vector_route_without_a_block(kind, monkeypatch):
+    """Issue #22: ``matvec`` and the scipy bridge's vectors ((n,) and (n, 1), as ARPACK passes them) go to the
+    operator's ``_matvec``, with no block of one column around the product (a tenth of a cheap product), and give
+    the dense reference's products; blocks still go to ``_matmat``."""
+    n = 6
+    W = torch.randn(5, n, generator=rng(), dtype=torch.float64)
+    z0 = torch.randn(n, generator=rng(1), dtype=torch.float64)
+    if kind == "hessian":
+        f = lambda z: torch.sin(W @ z).sum() + (z**4).sum() / 12  # noqa: E731
+        op, ref = hessian_operator(f, z0), torch.autograd.functional.hessian(f, z0)
+    else:
+        r = lambda z: torch.tanh(W @ z)  # noqa: E731
+        op = gauss_newton_operator(r, z0)
+        J = torch.autograd.functional.jacobian(r, z0)
+        ref = J.T @ J
+    blocks = []
+    matmat = type(op)._matmat
+    monkeypatch.setattr(type(op), "_matmat", lambda self, V: blocks.append(V.shape[1]) or matmat(self, V))
+    v = torch.randn(n, generator=rng(2), dtype=torch.float64)
+    sp = op.to_scipy()
+    assert rel(op.matvec(v), ref @ v) < RTOL
+    np.testing.assert_allclose(op.matvec(v.numpy()), (ref @ v).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(sp.matvec(v.numpy()), (ref @ v).numpy(), rtol=1e-12)
+    column = sp.matvec(v.numpy()[:, None])
+    assert column.shape == (n, 1)
+    np.testing.assert_allclose(column[:, 0], (ref @ v).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(sp.matmat(v.numpy()[:, None]), column, rtol=0, atol=0)
+    assert blocks == [] and (op.num_matvecs, op.num_calls) == (5, 5)
+    V = torch.randn(n, 3, generator=rng(3), dtype=torch.float64)
+    assert rel(op.matmat(V), ref @ V) < RTOL and blocks == [3]
+
+
+def test_an_operator_with_only_matmat_has_a_matvec(matrix_pair):
+    """The subclass contract stays ``_matmat``: the default single-vector route is a block of one column."""
+    (A, MA), _ = matrix_pair
+    v = torch.randn(9, generator=rng(), dtype=torch.float64)
+    assert rel(A.matvec(v), MA @ v) < RTOL
+    np.testing.assert_allclose(A.to_scipy().matvec(v.numpy()), (MA @ v).numpy(), rtol=1e-13)
+    assert (A.num_matvecs, A.num_calls) == (2, 2)
 
 
 def test_float32_operator_feeds_float64_scipy(conv_generator):

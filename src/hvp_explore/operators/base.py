@@ -173,11 +173,21 @@ class CurvatureOperator(ABC):
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         """Apply the operator to a block ``V`` of shape (n, b) (operator's dtype and device)."""
 
+    def _matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """Apply the operator to one vector ``v`` of shape (n,) (operator's dtype and device).
+
+        By default a block of one column; operators whose single product has a route of its own override it, so
+        that a single-vector Krylov solve (hundreds of products) pays no reshapes and slices around each one.
+        """
+        return self._matmat(v.reshape(-1, 1)).reshape(-1)
+
     def matvec(self, v: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
         """Product with one vector of shape (n,); NumPy in gives NumPy out."""
         if tuple(v.shape) != (self._n,):
             raise ValueError(f"matvec expects a vector of shape ({self._n},), got {tuple(v.shape)}")
-        return self.matmat(v.reshape(-1, 1)).reshape(-1)
+        if isinstance(v, np.ndarray):
+            return self._products(torch.as_tensor(v)).cpu().numpy().astype(v.dtype, copy=False)
+        return self._products(v)
 
     def matmat(self, V: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
         """Product with a block of shape (n, b), split into chunks of at most ``block_size`` columns."""
@@ -188,17 +198,18 @@ class CurvatureOperator(ABC):
         return self._products(V)
 
     def _products(self, V: torch.Tensor, *, quadratic: bool = False, check: bool = True) -> torch.Tensor:
-        """The counted products (or ``quadratic`` forms) of a block (n, b): cast to the operator's dtype and device,
-        modules frozen, guarded against NaN and inf (``check=False``: the caller guards them, as the scipy bridge does
-        on its NumPy copy).
+        """The counted products (or ``quadratic`` forms) of a block (n, b), or the product of one vector (n,): cast to
+        the operator's dtype and device, modules frozen, guarded against NaN and inf (``check=False``: the caller
+        guards them, as the scipy bridge does on its NumPy copy).
 
-        What ``matmat``, ``quadratic_forms`` and the scipy bridge share; each step is skipped when it has nothing to
-        do, since a single-vector Krylov solve of a cheap operator (a product of 0.3 ms) calls this hundreds of times.
+        What ``matvec``, ``matmat``, ``quadratic_forms`` and the scipy bridge share; each step is skipped when it has
+        nothing to do, since a single-vector Krylov solve of a cheap operator (a product of 0.15 ms) calls this
+        hundreds of times.
         """
         if V.dtype != self._dtype or V.device != self._device:
             V = V.to(device=self._device, dtype=self._dtype)
         with frozen_modules(*self._modules) if self._freezes else contextlib.nullcontext():
-            out = self._blockwise(V, quadratic=quadratic)
+            out = self._single(V) if V.ndim == 1 else self._blockwise(V, quadratic=quadratic)
         if check:
             self._guard(out, "a quadratic form" if quadratic else "a product")
         return out
@@ -223,6 +234,13 @@ class CurvatureOperator(ABC):
     def _quadratic(self, V: torch.Tensor) -> torch.Tensor:
         """The (b,) forms :math:`v_i^T A v_i` of a block (operator's dtype and device); default: from the products."""
         return (V * self._matmat(V)).sum(dim=0)
+
+    def _single(self, v: torch.Tensor) -> torch.Tensor:
+        """``_matvec`` of one vector (n,), counted, output detached (the caller has converted ``v`` and frozen the modules)."""
+        out = self._matvec(v)
+        self.num_matvecs += 1
+        self.num_calls += 1
+        return out.detach() if out.requires_grad else out
 
     def _blockwise(self, V: torch.Tensor, *, quadratic: bool = False) -> torch.Tensor:
         """``_matmat`` (or ``_quadratic``) on chunks of at most ``block_size`` columns of ``V``, counted, outputs detached.
@@ -350,14 +368,16 @@ class CurvatureOperator(ABC):
         own = _numpy_dtype(self._dtype) or dtype
 
         def _apply(X: np.ndarray) -> np.ndarray:
-            squeeze = X.ndim == 1
+            # scipy's matvec passes a vector (n,) or (n, 1), its matmat a block (n, b); a vector takes the operator's
+            # single-vector route (``_matvec``), no block of one column around it (a tenth of a cheap product)
+            squeeze = X.ndim == 1 or X.shape[1] == 1
             # no copy when the dtypes agree: the product is taken before the caller can reuse X's memory
-            V = np.ascontiguousarray(np.reshape(np.asarray(X, dtype=dtype), (self._n, -1)), dtype=own)
+            V = np.ascontiguousarray(np.asarray(X, dtype=dtype).reshape((self._n,) if squeeze else (self._n, -1)), dtype=own)
             out = self._products(torch.from_numpy(V), check=False)
             out = (out if out.device.type == "cpu" else out.cpu()).numpy()
             self._guard(out)  # in NumPy, in the operator's dtype: a third of the cost in torch
             out = out.astype(dtype, copy=False)
-            return out.reshape(-1) if squeeze else out
+            return out if X.ndim == 1 else out.reshape(self._n, -1)
 
         adjoint = _apply if self.self_adjoint else None
         return LinearOperator(self.shape, matvec=_apply, matmat=_apply, rmatvec=adjoint, rmatmat=adjoint, dtype=dtype)

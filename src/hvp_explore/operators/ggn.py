@@ -141,9 +141,12 @@ class GaussNewtonOperator(CurvatureOperator):
             self._reverse_graph = None  # forward mode won: free the first-order graph
         return out
 
+    def _matvec(self, v: torch.Tensor) -> torch.Tensor:
+        return self._vjp(self._single_jvp(v))
+
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         if V.shape[1] == 1:
-            return self._vjp(self._single_jvp(V[:, 0])).reshape(-1, 1)
+            return self._matvec(V[:, 0]).reshape(-1, 1)
         return self._batched_vjp(self._batched_jvp(V.T.contiguous())).T
 
     def _quadratic(self, V: torch.Tensor) -> torch.Tensor:

@@ -84,12 +84,15 @@ class HessianOperator(CurvatureOperator):
         budget = self.memory_budget if self.memory_budget is not None else self._auto_budget
         return max(1, budget // (2 * self.saved_bytes + 2 * self._n * self._z.element_size()))
 
+    def _matvec(self, v: torch.Tensor) -> torch.Tensor:
+        hv = retained_vjp(self._grad, self._z, v) if self._grad.requires_grad else None
+        return torch.zeros_like(v) if hv is None else hv  # None: f is affine in z, its Hessian vanishes
+
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        if V.shape[1] == 1:
+            return self._matvec(V[:, 0]).reshape(-1, 1)
         if not self._grad.requires_grad:  # f is affine in z: its Hessian vanishes
             return torch.zeros_like(V)
-        if V.shape[1] == 1:
-            hv = retained_vjp(self._grad, self._z, V[:, 0])
-            return torch.zeros_like(V) if hv is None else hv.reshape(-1, 1)
         (hv,) = torch.autograd.grad(self._grad, self._z, V.T.contiguous(), retain_graph=True, is_grads_batched=True)
         return hv.T
 
