@@ -300,13 +300,7 @@ def test_non_finite_products_stop_with_the_stage_name():
 
 @pytest.mark.parametrize("metric_name", ["pixel", "classifier"])
 def test_perceptual_hessian_ggn_equals_double_backprop(metric_name):
-    gen = TinyConvGenerator()
-    if metric_name == "pixel":
-        metric = PixelMetric()
-    else:
-        torch.manual_seed(0)
-        metric = ClassifierMetric(FashionClassifier(), resize_to=None).double()
-        gen = _Pad32(gen)
+    gen, metric = metric_case(metric_name)
     z0 = torch.randn(16, generator=rng(), dtype=torch.float64)
     ggn = perceptual_hessian(gen, metric, z0)
     dbp = perceptual_hessian(gen, metric, z0, method="double-backprop")
@@ -314,6 +308,16 @@ def test_perceptual_hessian_ggn_equals_double_backprop(metric_name):
     H_ref = torch.autograd.functional.hessian(f, z0)
     assert rel(ggn.dense(), H_ref) < 1e-9
     assert rel(dbp.dense(), H_ref) < 1e-9
+
+
+def metric_case(name: str):
+    """(generator, metric) in float64: the test generator with the pixel metric, or upsampled to 32 x 32 with the
+    Fashion-MNIST classifier's features (a network metric with a residual form)."""
+    gen = TinyConvGenerator()
+    if name == "pixel":
+        return gen, PixelMetric()
+    torch.manual_seed(0)
+    return _Pad32(gen), ClassifierMetric(FashionClassifier(), resize_to=None).double()
 
 
 class _Pad32(torch.nn.Module):
@@ -550,3 +554,66 @@ def test_quadratic_forms_match_the_dense_matrices(matrix_pair):
     assert isinstance(A.quadratic_forms(V.numpy()), np.ndarray)
     with pytest.raises(ValueError, match="quadratic_forms expects a block"):
         A.quadratic_forms(V[:5])
+
+
+# --- the generator's first-order model, shared by both metrics -------------------------------------
+
+def test_linearized_generator_is_the_first_order_model_at_z0(conv_generator):
+    """G_l(z) = G(z0) + J_G (z - z0) with J_G the dense float64 Jacobian; the user's generator keeps its batch norms."""
+    from hvp_explore import LinearizedGenerator
+
+    z0 = torch.randn(16, generator=rng(), dtype=torch.float64)
+    lin = LinearizedGenerator(conv_generator, z0, block_size=5)  # 16 columns in batches of 5, 5, 5, 1
+    J = torch.autograd.functional.jacobian(lambda z: conv_generator(z[None]).reshape(-1), z0)
+    assert lin.jacobian.shape == (64, 16) and rel(lin.jacobian, J) < RTOL
+    assert (lin.latent_dim, lin.image_shape, lin.num_matvecs) == (16, (1, 8, 8), 16)
+    D = torch.randn(3, 16, generator=rng(1), dtype=torch.float64)
+    x0 = conv_generator(z0[None]).detach()
+    assert torch.equal(lin(z0[None]), x0)
+    assert rel(lin(z0 + D), x0 + (D @ J.T).reshape(3, 1, 8, 8)) < RTOL
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in conv_generator.modules())
+
+
+@pytest.mark.parametrize("metric_name", ["pixel", "classifier"])
+def test_both_metrics_on_the_linearized_generator_are_the_same_matrices(metric_name):
+    """H_Y and H_X depend on the generator only through J_G at z0 (Gauss-Newton forms): built on G_l they equal the
+    dense float64 references J^T A^T A J and the Hessian of the distance through G itself."""
+    from hvp_explore import LinearizedGenerator
+
+    gen, metric = metric_case(metric_name)
+    forward = torch.nn.AvgPool2d(2)
+    z0 = torch.randn(16, generator=rng(), dtype=torch.float64)
+    lin = LinearizedGenerator(gen, z0)
+    H_Y, J = dense_reference_hessian(gen, forward, z0)
+    assert rel(measurement_hessian(lin, forward, z0).dense(), J.T @ J) < RTOL
+    assert rel(measurement_hessian(lin, forward, z0).dense(), H_Y) < 1e-9  # r(z0) = 0: the Hessian is J^T J
+    f = lambda z: 0.5 * metric(gen(z[None]), gen(z0[None]).detach()).sum()  # noqa: E731
+    assert rel(perceptual_hessian(lin, metric, z0).dense(), torch.autograd.functional.hessian(f, z0)) < 1e-9
+
+
+def test_the_eigen_stage_linearizes_where_the_solves_would_pass_more_than_n_vectors():
+    """``worth_linearizing`` by the static counts of ``auto``: the face generator's problem (n = 100, m = 768, top 10 and 6)
+    passes 36 + 64 = 100 vectors, the embedded default's (n = 512, m = 64) 64 + 64; a metric without a residual form
+    never linearizes (its Hessian has the generator's second-order terms). The stage's eigenpairs are those of the
+    operators on the generator itself."""
+    from hvp_explore.exploration.explorer import eigenpairs, worth_linearizing
+    from hvp_explore.problems import SuperResolution
+
+    faces_sr = SuperResolution((3, 64, 64), 4, kernel="area")
+    default_sr = SuperResolution((1, 32, 32), 4, kernel="area")
+    assert faces_sr.num_measurements == 768 and default_sr.num_measurements == 64
+    assert worth_linearizing(faces_sr, PixelMetric(), 100, k=10)
+    assert not worth_linearizing(faces_sr, PixelMetric(), 100, k=4)  # 36 + 28
+    assert not worth_linearizing(default_sr, PixelMetric(), 512, k=10)
+    assert not worth_linearizing(faces_sr, lambda x, x0: (x - x0).pow(2).flatten(1).sum(1), 100, k=10)
+
+    gen = TinyConvGenerator()
+    forward = SuperResolution(gen.image_shape, 2, kernel="area").double()  # m = n = 16: two Jacobians of 16 products
+    z0 = torch.randn(16, generator=rng(), dtype=torch.float64)
+    assert worth_linearizing(forward, PixelMetric(), 16, k=6, k_y=4)
+    lin = eigenpairs(gen, forward, PixelMetric(), z0, k=6, k_y=4, tol=1e-10)
+    plain = eigenpairs(gen, forward, PixelMetric(), z0, k=6, k_y=4, tol=1e-10, linearize=False)
+    assert "linearize" in lin.timings and "linearize" not in plain.timings
+    for a, b in ((lin.eig_y, plain.eig_y), (lin.eig_x, plain.eig_x)):
+        assert rel(a.values, b.values) < 1e-9
+        assert float(subspace_cosines(a.vectors, b.vectors).min()) > 1 - 1e-8

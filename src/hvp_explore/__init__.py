@@ -41,7 +41,7 @@ _EXPORTS = {
     # operators
     **dict.fromkeys(("CurvatureOperator", "LinearCombination", "NonFiniteError", "mean_operator", "HessianOperator",
                      "hessian_operator", "GaussNewtonOperator", "gauss_newton_operator", "measurement_hessian",
-                     "perceptual_hessian", "unobserved_hessian", "LossHessianOperator", "LossGGNOperator", "loss_hessian", "loss_ggn"),
+                     "perceptual_hessian", "unobserved_hessian", "LinearizedGenerator", "LossHessianOperator", "LossGGNOperator", "loss_hessian", "loss_ggn"),
                     "hvp_explore.operators"),
     # eigen
     **dict.fromkeys(("EigenResult", "ConvergenceWarning", "top_eigenpairs", "choose_solver", "subspace_cosines",

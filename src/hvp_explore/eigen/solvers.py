@@ -44,8 +44,8 @@ from hvp_explore.operators.base import CurvatureOperator
 from hvp_explore.settings import DEFAULT_EIGEN_TOL, DEFAULT_SOLVER, DEFAULT_WHICH, SOLVERS, WHICH
 
 __all__ = ["EigenResult", "ConvergenceWarning", "SOLVERS", "WHICH", "SOLVER_REGISTRY", "top_eigenpairs", "choose_solver",
-           "subspace_cosines", "ProductCost", "measure_cost", "krylov_products", "exact_route", "static_block", "BLOCK_SIZES",
-           "STATIC_BLOCK", "CHEAP_CALL_SECONDS", "CHEAP_BUILD_SECONDS"]
+           "subspace_cosines", "ProductCost", "measure_cost", "krylov_products", "exact_route", "static_half_products", "static_block",
+           "BLOCK_SIZES", "STATIC_BLOCK", "CHEAP_CALL_SECONDS", "CHEAP_BUILD_SECONDS"]
 
 #: Solver name -> implementation, for every name of :data:`SOLVERS` but ``"auto"`` (which picks one of
 #: these). Each takes ``(op, k, *, tol, gen, max_matvecs, oversample)`` and returns ``(values, vectors, info)``.
@@ -315,12 +315,29 @@ def exact_route(op: CurvatureOperator, k: int) -> tuple[str, str] | None:
     products) come in the largest batches memory allows: no timing can make block Krylov cheaper then,
     and a probe (11 products, a second on the face generator) is saved.
     """
-    n, krylov = op.shape[0], krylov_products(k, static_block(k))
-    if hasattr(op, "jacobian") and 0.5 * min(op.residual_dim, n) <= krylov:
-        return "jacobian", f"min(m, n) = {min(op.residual_dim, n)} half-products, no more than block Krylov's ~{krylov:.0f}"
+    route, _, reason = _static_route(op.residual_dim if hasattr(op, "jacobian") else None, op.shape[0], k)
+    return None if route == "block-krylov" else (route, reason)
+
+
+def _static_route(m: float | None, n: int, k: int) -> tuple[str, float, str]:
+    """The route of ``auto`` without a probe for the top k of an n x n operator (a Gauss-Newton one when its residual
+    length ``m`` is given), its half-products (a vjp or a jvp each), and why."""
+    krylov = krylov_products(k, static_block(k))
+    if m is not None and 0.5 * min(m, n) <= krylov:
+        return "jacobian", min(m, n), f"min(m, n) = {min(m, n)} half-products, no more than block Krylov's ~{krylov:.0f}"
     if n <= krylov:
-        return "dense", f"n = {n} products, no more than block Krylov's ~{krylov:.0f}"
-    return None
+        return "dense", 2 * n, f"n = {n} products, no more than block Krylov's ~{krylov:.0f}"
+    return "block-krylov", 2 * krylov, ""
+
+
+def static_half_products(m: float, n: int, k: int) -> float:
+    """Vectors that ``auto`` (without a probe) passes through a Gauss-Newton operator :math:`J^T J` (J m x n) for its top k:
+    the Jacobian's min(m, n) when :func:`exact_route` takes it, else two per product (a jvp and a vjp).
+
+    What the two eigensolves of an exploration would pass through the generator, against the n products of its
+    Jacobian (:class:`~hvp_explore.operators.linearized.LinearizedGenerator`).
+    """
+    return _static_route(m, n, k)[1]
 
 
 def _first_block(op: CurvatureOperator, k: int, block: int, *, seed: int) -> tuple[str, tuple | None, str]:
