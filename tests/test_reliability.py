@@ -678,6 +678,33 @@ def test_streamed_pairwise_summary_equals_the_dense_matrix(residual_form):
     assert torch.allclose(distances_to(plain, images, images[:1], chunk=4), D[0], rtol=1e-4, atol=1e-7)
 
 
+def test_distances_batch_images_as_the_cpu_likes_by_default(monkeypatch):
+    """Issue #22: without a ``chunk`` the metric sees at most ``batch_limit`` images a call (21 of the faces' 64 x 64 RGB:
+    one batch of 100 through EfficientNet took 2.6x as long), and the distances are those of one batch."""
+    from hvp_explore.exploration import distances
+    from hvp_explore.metrics import load_metric
+    from hvp_explore.operators.memory import batch_limit
+
+    metric = load_metric("fmnist")
+    images = torch.rand(11, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert batch_limit(images[:1]) == 256 and distances._chunk(torch.zeros(1, 3, 64, 64), None) == 21
+    whole = {"D": distances.pairwise_distances(metric, images), "to": distances.distances_to(metric, images, images[:1]),
+             "summary": distances.pairwise_summary(metric, images)}
+    monkeypatch.setattr(distances, "batch_limit", lambda image: 4)  # as a larger image would set it
+    batches = []
+    residual = type(metric).residual
+    monkeypatch.setattr(type(metric), "residual", lambda self, x, x0: batches.append(x.shape[0]) or residual(self, x, x0))
+    D = distances.pairwise_distances(metric, images)
+    assert batches == [4, 4, 3] and torch.allclose(D, whole["D"], rtol=1e-5, atol=1e-7)
+    summary = distances.pairwise_summary(metric, images)
+    assert all(summary[k] == pytest.approx(whole["summary"][k], rel=1e-5) for k in ("min", "mean", "max"))
+    forward_calls = []
+    call = type(metric).__call__
+    monkeypatch.setattr(type(metric), "__call__", lambda self, x, x0: forward_calls.append(x.shape[0]) or call(self, x, x0))
+    assert torch.allclose(distances.distances_to(metric, images, images[:1]), whole["to"], rtol=1e-5, atol=1e-7)
+    assert forward_calls == [4, 4, 3]
+
+
 def test_explore_beyond_the_matrix_limit_keeps_a_summary(monkeypatch):
     from hvp_explore import explore, load_generator, load_metric, make_problem, observe
 
