@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -56,12 +57,13 @@ from _common import (  # noqa: E402
 )
 
 from hvp_explore import explore, invert, load_generator, load_metric, make_problem, observe, pulse  # noqa: E402
+from hvp_explore import measurement_hessian, perceptual_hessian  # noqa: E402
 from hvp_explore.data import load_fashion_mnist  # noqa: E402
-from hvp_explore.exploration import pairwise_distances  # noqa: E402
+from hvp_explore.exploration import default_k_y, pairwise_distances  # noqa: E402
 from hvp_explore.io.images import quantize  # noqa: E402
 from hvp_explore.metrics import default_metric  # noqa: E402
 from hvp_explore.problems import measurement_mse  # noqa: E402
-from hvp_explore.settings import DEFAULT_TAU  # noqa: E402
+from hvp_explore.settings import DEFAULT_K, DEFAULT_TAU  # noqa: E402
 
 WALK_STEPS = (4, 8, 12)
 # The walks configuration of the diversity target, chosen on tuning observations only (faces seeds
@@ -122,12 +124,15 @@ def run_case(c: dict, generators: dict, metrics: dict, *, tau: float, seed: int)
     inv = invert(G, forward, y, tau=tau, seed=seed, quiet=True)
     row.update(inversion_s=time.perf_counter() - t0, first_mse=inv.measurement_mse, first_feasible=inv.measurement_mse <= tau,
                fine_tuned=inv.fine_tuned)
-    runs = {}
+    runs, stages = {}, {}
     for label, kwargs in [("n10", {"num_solutions": 10}), ("n100", {"num_solutions": 100}),
                           *[(f"walk{s}", {"num_solutions": 10, "walk_steps": s}) for s in WALK_STEPS]]:
         t0 = time.perf_counter()
         res = explore(G, forward, y, metric=metric, inversion=inv, tau=tau, seed=seed, quiet=True, mode="eglass", **kwargs)
         seconds = row["inversion_s"] + time.perf_counter() - t0
+        if label in ("n10", "n100"):  # where e-GLASS's time to N goes, stage by stage
+            stages[label] = {**{f"inversion: {k}": v for k, v in inv.timings.items()},
+                             **{k: v for k, v in res.timings.items() if k not in ("inversion", "total")}}
         if not res.solutions:  # no direction had a feasible step (an infeasible first solution, typically)
             runs[label] = {"seconds": seconds, "returned": 0, "feasible": 0, "over_tau": 0, "diversity": math.nan, "gt_mse": math.nan}
             continue
@@ -138,7 +143,8 @@ def run_case(c: dict, generators: dict, metrics: dict, *, tau: float, seed: int)
         runs[label] = {"seconds": seconds, "returned": len(res.solutions), "feasible": int((mses <= tau).sum()) if ok else 0,
                        "over_tau": int((mses > tau).sum()), "diversity": mean_pairwise(metric, images[:10]),
                        "gt_mse": pixel_mse(images[:10], clean)}
-    row["eglass"] = runs
+    row["eglass"], row["stages"] = runs, stages
+    row["floor_s"] = least_passes(inv.generator, forward, metric, inv.latent, num_solutions=10)
     Gu = inv.generator  # the same generator for PULSE as for e-GLASS
     seq = pulse(Gu, forward, y, PULSE_RUNS, eps=tau, seed=seed, quiet=True)
     with torch.no_grad():
@@ -164,6 +170,9 @@ def run_case(c: dict, generators: dict, metrics: dict, *, tau: float, seed: int)
     # fewer than N feasible solutions: e-GLASS never reaches N, an infinite time that counts in the medians
     row["t10 / sequential"] = e["n10"]["seconds"] / p["time_10"] if e["n10"]["feasible"] >= 10 else math.inf
     row["t100 / sequential"] = e["n100"]["seconds"] / p["time_100"] if e["n100"]["feasible"] >= 100 else math.inf
+    # the least any exploration of 10 solutions from this first solution costs: the structural bound on time to 10
+    row["t10 floor / sequential"] = (row["inversion_s"] + row["floor_s"]["total"]) / p["time_10"]
+    row["inversion / sequential t10"] = row["inversion_s"] / p["time_10"]
     row["t10 / batched"] = e["n10"]["seconds"] / p["batched_time_10"] if e["n10"]["feasible"] >= 10 else math.inf
     walks = e[f"walk{DIVERSITY_WALK_STEPS}"]
     for label, run in (("walks", walks), ("plain", e["n10"])):  # infeasible e-GLASS solutions have no diversity to speak of
@@ -175,6 +184,38 @@ def run_case(c: dict, generators: dict, metrics: dict, *, tau: float, seed: int)
     row["matched diversity t10 / sequential"] = (min(matched) / p["time_10"]) if matched else (math.nan if no_pulse_diversity else math.inf)
     row["over tau"] = sum(r["over_tau"] for r in runs.values())
     return row
+
+
+def least_passes(G, forward, metric, z0: torch.Tensor, *, num_solutions: int, k: int = DEFAULT_K, rounds: int = 2) -> dict:
+    """Seconds of the least batched passes an exploration of ``num_solutions`` from ``z0`` needs (best of ``rounds``, warm).
+
+    Any eigensolve of the top k of an operator takes at least one batched call of k products (Krylov methods need about
+    1.75 k); the e-GLASS directions need the top k of H_X and of H_Y (``default_k_y``: n / 16 for the faces, the whole
+    range m for Fashion-MNIST x4); and the solutions are at least one batch of generator passes with their
+    measurements. Their sum is the floor of the exploration's time, and the inversion plus this floor the floor of the
+    time to N: what remains above it is the solves' further products and the step searches (the stage profile).
+    """
+    H_X, H_Y = perceptual_hessian(G, metric, z0), measurement_hessian(G, forward, z0)
+    n = z0.numel()
+    k_y = min(default_k_y(H_Y.residual_dim, n), n - 1)
+    gen = torch.Generator().manual_seed(0)
+    V_x, V_y = torch.randn(n, k, generator=gen), torch.randn(n, k_y, generator=gen)
+    Z = z0 + 0.1 * torch.randn(num_solutions, n, generator=gen)
+
+    def candidates():
+        with torch.no_grad():
+            return measurement_mse(forward, quantize(G(Z)), forward(G(z0[None])))
+
+    passes = {"H_X call": lambda: H_X.matmat(V_x), "H_Y call": lambda: H_Y.matmat(V_y), "generator batch": candidates}
+    seconds = {}
+    for name, fn in passes.items():
+        times = []
+        for _ in range(rounds + 1):  # the first call pays one-off costs
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        seconds[name] = min(times[1:])
+    return {**seconds, "total": sum(seconds.values()), "k": k, "k_y": k_y}
 
 
 def median_ci(values: list[float], *, seed: int = 0, draws: int = 2000) -> tuple[float, float, float, int]:
@@ -191,6 +232,8 @@ FIGURES = {
     "time to 10 feasible / sequential PULSE": "t10 / sequential",
     "time to 100 feasible / sequential PULSE": "t100 / sequential",
     "time to 10 / batched PULSE": "t10 / batched",
+    "floor of time to 10 (inversion + least batched passes) / sequential PULSE": "t10 floor / sequential",
+    "inversion alone / sequential PULSE's time to 10": "inversion / sequential t10",
     "mean pairwise perceptual, e-GLASS (walks) / PULSE, N = 10": "diversity walks / PULSE",
     "mean pairwise perceptual, e-GLASS (plain) / PULSE, N = 10": "diversity plain / PULSE",
     "time to 10 at matched diversity / sequential PULSE": "matched diversity t10 / sequential",
@@ -217,6 +260,35 @@ def summarise(rows: list[dict]) -> list[dict]:
                         sum(r["first_feasible"] for r in rs), "95% CI": f"of {len(rs)} ({sum(r['fine_tuned'] for r in rs)} fine-tuned)",
                         "observations": len(rs), "target": "", "met": ""})
     return summary
+
+
+#: The stages of e-GLASS's time to N, in the order they run (``explore``'s timings, the inversion's first).
+STAGES = ("inversion: csgm", "inversion: gauss_newton", "inversion: iagan", "linearize", "eigen_y", "eigen_x", "directions", "steps",
+          "distances", "unobserved_share")
+
+
+def profile(rows: list[dict]) -> list[dict]:
+    """Median seconds of each stage of e-GLASS's time to 10 and to 100 per case, against the floor and PULSE's budget."""
+    out = []
+    for case in dict.fromkeys(r["case"] for r in rows):
+        rs = [r for r in rows if r["case"] == case and r.get("stages")]
+        if not rs:
+            continue
+        target = {"faces-sr": 0.12, "default-sr": 0.15}.get(case)
+        for label, n in (("n10", 10), ("n100", 100)):
+            entry = {"case": case, "N": n}
+            for stage in STAGES:
+                values = [r["stages"][label].get(stage, 0.0) for r in rs if label in r["stages"]]
+                if any(values):
+                    entry[stage] = f"{statistics.median(values):.3g}"
+            entry["e-GLASS time to N"] = f"{statistics.median(r['eglass'][label]['seconds'] for r in rs):.3g}"
+            entry["PULSE time to N"] = f"{statistics.median(r['pulse'][f'time_{n}'] for r in rs):.3g}"
+            if n == 10:
+                entry["floor passes"] = f"{statistics.median(r['floor_s']['total'] for r in rs):.3g}"
+                if target:
+                    entry["issue #22's budget"] = f"{statistics.median(target * r['pulse']['time_10'] for r in rs):.3g} ({target:g}x)"
+            out.append(entry)
+    return out
 
 
 def main(argv=None) -> None:
@@ -253,17 +325,25 @@ def main(argv=None) -> None:
               f"t100 {r['t100 / sequential']:.4f}, diversity walks {r['diversity walks / PULSE']:.2f} plain {r['diversity plain / PULSE']:.2f}, "
               f"PULSE {r['pulse']['feasible']}/{PULSE_RUNS}", flush=True)
     summary = summarise(rows)
+    stage_profile = profile(rows)
     payload = {"command": "python benchmarks/versus_pulse.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                "machine": machine_with_load(load_at_start), "seconds": time.perf_counter() - start, "tau": DEFAULT_TAU,
                "walk_steps": WALK_STEPS, "diversity_walk_steps": DIVERSITY_WALK_STEPS, "pulse_runs": PULSE_RUNS,
-               "rows": rows, "summary": summary}
+               "rows": rows, "summary": summary, "profile": stage_profile}
     path = write_json("versus_pulse", payload)
     partial.unlink(missing_ok=True)
     m = payload["machine"]
     md = [f"Command: `{payload['command'].strip()}` ({m['cores']} cores, torch {m['torch']}, {m['date']}, load average at start "
           f"{m.get('load_average_at_start')}, {payload['seconds']:.0f} s). JSON: `benchmarks/results/versus_pulse.json`. Medians over the "
           f"observations with 95% bootstrap intervals; e-GLASS's walks: {DIVERSITY_WALK_STEPS} steps of 4 walkers.", "",
-          markdown_table(summary, [(c, c) for c in ("case", "figure", "median", "95% CI", "observations", "target", "met")])]
+          markdown_table(summary, [(c, c) for c in ("case", "figure", "median", "95% CI", "observations", "target", "met")]), "",
+          "Where e-GLASS's time goes: median seconds per stage over the observations (the inversion's stages, then `explore`'s; "
+          "`linearize` is the generator's Jacobian, taken where it pays, `eigen_y` and `eigen_x` the two eigensolves, `steps` "
+          "the feasible step searches), e-GLASS's and PULSE's times to N, the floor passes (one batched call of k products of "
+          "H_X and of H_Y and one batch of 10 generator passes: the least any exploration of 10 solutions takes after the "
+          "first solution) and issue #22's budget for time to 10.", "",
+          markdown_table(stage_profile, [(c, c) for c in ("case", "N", *STAGES, "e-GLASS time to N", "floor passes", "PULSE time to N",
+                                                          "issue #22's budget")])]
     update_doc_section("versus-pulse", "\n".join(md))
     print(f"wrote {path}")
 
