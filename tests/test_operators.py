@@ -13,7 +13,7 @@ import torch
 from conftest import MatrixOperator, TinyConvGenerator, dense_reference_hessian, spectrum_matrix
 
 from hvp_explore import (NonFiniteError, gauss_newton_operator, hessian_operator, mean_operator, measurement_hessian,
-                         perceptual_hessian, subspace_cosines)
+                         perceptual_hessian, subspace_cosines, unobserved_hessian)
 from hvp_explore.metrics import ClassifierMetric, PixelMetric
 from hvp_explore.generators.dcgan import FashionClassifier
 
@@ -580,22 +580,30 @@ def test_both_metrics_on_the_linearized_generator_are_the_same_matrices(metric_n
     dense float64 references J^T A^T A J and the Hessian of the distance through G itself."""
     from hvp_explore import LinearizedGenerator
 
+    from hvp_explore.problems import SuperResolution
+
     gen, metric = metric_case(metric_name)
-    forward = torch.nn.AvgPool2d(2)
     z0 = torch.randn(16, generator=rng(), dtype=torch.float64)
+    x0 = gen(z0[None]).detach()
+    forward = SuperResolution(tuple(x0.shape[1:]), 2, kernel="area").double()
     lin = LinearizedGenerator(gen, z0)
     H_Y, J = dense_reference_hessian(gen, forward, z0)
     assert rel(measurement_hessian(lin, forward, z0).dense(), J.T @ J) < RTOL
     assert rel(measurement_hessian(lin, forward, z0).dense(), H_Y) < 1e-9  # r(z0) = 0: the Hessian is J^T J
-    f = lambda z: 0.5 * metric(gen(z[None]), gen(z0[None]).detach()).sum()  # noqa: E731
+    f = lambda z: 0.5 * metric(gen(z[None]), x0).sum()  # noqa: E731
     assert rel(perceptual_hessian(lin, metric, z0).dense(), torch.autograd.functional.hessian(f, z0)) < 1e-9
+    # the metric of what A cannot see: x0 + P (G(z) - x0), P = I - A^+ A
+    f_u = lambda z: 0.5 * metric(x0 + forward.unobserved(gen(z[None]) - x0), x0).sum()  # noqa: E731
+    assert rel(unobserved_hessian(lin, forward, metric, z0).dense(), torch.autograd.functional.hessian(f_u, z0)) < 1e-9
 
 
 def test_the_eigen_stage_linearizes_where_the_solves_would_pass_more_than_n_vectors():
     """``worth_linearizing`` by the static counts of ``auto``: the face generator's problem (n = 100, m = 768, top 10 and 6)
-    passes 36 + 64 = 100 vectors, the embedded default's (n = 512, m = 64) 64 + 64; a metric without a residual form
+    passes 36 + 64 = 100 vectors, the embedded default's (n = 512, m = 64) 64 + 64, and a pencil after the solves more; a
+    metric without a residual form
     never linearizes (its Hessian has the generator's second-order terms). The stage's eigenpairs are those of the
     operators on the generator itself."""
+    from hvp_explore import LinearizedGenerator
     from hvp_explore.exploration.explorer import eigenpairs, worth_linearizing
     from hvp_explore.problems import SuperResolution
 
@@ -604,7 +612,10 @@ def test_the_eigen_stage_linearizes_where_the_solves_would_pass_more_than_n_vect
     assert faces_sr.num_measurements == 768 and default_sr.num_measurements == 64
     assert worth_linearizing(faces_sr, PixelMetric(), 100, k=10)
     assert not worth_linearizing(faces_sr, PixelMetric(), 100, k=4)  # 36 + 28
+    # the default mode's pencil (H_U against H_Y) takes H_Y's Jacobian and at least the top k of H_U: 36 + 32 + 100 + 32
+    assert worth_linearizing(faces_sr, PixelMetric(), 100, k=5, pencil=True) and not worth_linearizing(faces_sr, PixelMetric(), 100, k=5)
     assert not worth_linearizing(default_sr, PixelMetric(), 512, k=10)
+    assert not worth_linearizing(default_sr, PixelMetric(), 512, k=5, pencil=True)  # 64 + 32 + 64 + 32
     assert not worth_linearizing(faces_sr, lambda x, x0: (x - x0).pow(2).flatten(1).sum(1), 100, k=10)
 
     gen = TinyConvGenerator()
@@ -617,3 +628,31 @@ def test_the_eigen_stage_linearizes_where_the_solves_would_pass_more_than_n_vect
     for a, b in ((lin.eig_y, plain.eig_y), (lin.eig_x, plain.eig_x)):
         assert rel(a.values, b.values) < 1e-9
         assert float(subspace_cosines(a.vectors, b.vectors).min()) > 1 - 1e-8
+    assert isinstance(lin.generator, LinearizedGenerator) and plain.generator is gen
+
+
+@pytest.mark.parametrize("mode", ["unobserved", "generalized", "eglass"])
+def test_explore_gives_the_same_directions_through_the_generators_jacobian(mode, monkeypatch):
+    """Every mode, with the eigen stage's Jacobian of the generator (H_U of the default mode on it too) or without,
+    finds the same directions and the same pencil: the operators are the same matrices."""
+    import hvp_explore.exploration.explorer as explorer
+    from hvp_explore import explore
+    from hvp_explore.problems import SuperResolution
+
+    gen = TinyConvGenerator()
+    forward = SuperResolution(gen.image_shape, 2, kernel="area").double()
+    z_true = torch.randn(16, generator=rng(5), dtype=torch.float64)
+    with torch.no_grad():
+        y = forward(gen(z_true[None]))
+    runs = {}
+    for linearize in (True, False):
+        monkeypatch.setattr(explorer, "worth_linearizing", lambda *a, linearize=linearize, **k: linearize)
+        runs[linearize] = explore(gen, forward, y, metric=PixelMetric(), num_solutions=6, K=4, mode=mode, tol=1e-10, seed=0, quiet=True,
+                                  invert_options={"restarts": 2, "steps": 30})
+    a, b = runs[True], runs[False]
+    assert "linearize" in a.timings and "linearize" not in b.timings
+    assert [d.label for d in a.directions] == [d.label for d in b.directions]
+    for da, db in zip(a.directions, b.directions):
+        assert abs(float(da.vector @ db.vector)) > 1 - 1e-6
+    if mode != "eglass":
+        assert rel(a.pencil.values, b.pencil.values) < 1e-8

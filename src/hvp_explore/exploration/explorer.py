@@ -254,6 +254,9 @@ class EigenStage:
         eig_y, eig_x: Their top eigenpairs.
         block_sizes: Largest block of one batched product of each operator (None: no limit).
         timings: Seconds of ``eigen_y`` and ``eigen_x`` (and of ``linearize`` when the generator's Jacobian was taken).
+        generator: What the operators were built on: the generator's first-order model at ``z0``
+            (:class:`~hvp_explore.operators.linearized.LinearizedGenerator`) when the stage linearized, else the generator;
+            a pencil's other Gauss-Newton operator at ``z0`` (``H_U``) is the same matrix on it.
     """
 
     H_Y: CurvatureOperator
@@ -262,6 +265,7 @@ class EigenStage:
     eig_x: EigenResult
     block_sizes: dict
     timings: dict
+    generator: Callable | None = None
 
 
 def farthest_first(distances: torch.Tensor, count: int, start: int) -> list[int]:
@@ -378,15 +382,19 @@ def numerical_rank_part(result: EigenResult, rtol: float = H_Y_RANK_RTOL) -> Eig
                    converged=result.converged[keep], info={**result.info, "numerical_rank": rank, "dropped": int((~keep).sum())})
 
 
-def worth_linearizing(forward: Callable, metric: Callable, n: int, *, k: int = DEFAULT_K, k_y: int | None = None) -> bool:
+def worth_linearizing(forward: Callable, metric: Callable, n: int, *, k: int = DEFAULT_K, k_y: int | None = None,
+                      pencil: bool = False) -> bool:
     r"""Whether the exploration's eigen stage should take the generator's Jacobian first (n Jacobian-vector products).
 
-    Yes when the metric has a residual form (then both operators are Gauss-Newton forms, which depend on the generator
-    only through its Jacobian at z0) and the two eigensolves, by the static product counts ``auto`` goes by
+    Yes when the metric has a residual form (then every operator is a Gauss-Newton form, which depends on the generator
+    only through its Jacobian at z0) and the eigensolves, by the static product counts ``auto`` goes by
     (:func:`~hvp_explore.eigen.solvers.static_half_products`), would pass at least n vectors through the generator: the
     face generator (n = 100, x4 super-resolution: 36 for the top 6 of H_Y and 64 for the top 10 of H_X), not the
-    embedded default (n = 512: 113). It is a static rule, so the same seed gives the same outputs; the Jacobian's n
-    products come in one batch, cheaper per vector than a solve's blocks, so the rule errs towards the generator.
+    embedded default (n = 512: 128). With ``pencil`` a generalized pencil of two such operators follows (the
+    ``generalized`` and ``unobserved`` modes): it takes H_Y's Jacobian (min(m, n)) and at least what the top k of the
+    other one costs (the faces' default mode: 36 + 32 + 100 + 32 for k = 5). It is a static rule, so the same seed gives
+    the same outputs; the Jacobian's n products come in batches, cheaper per vector than a solve's blocks, so the rule
+    errs towards the generator.
     """
     if not callable(getattr(metric, "residual", None)):
         return False
@@ -394,13 +402,15 @@ def worth_linearizing(forward: Callable, metric: Callable, n: int, *, k: int = D
     if m is None:
         return False  # the measurement count is unknown before a product: keep the generator
     k_y = k_y if k_y is not None else default_k_y(m, n)
-    passes = static_half_products(m, n, k_y) + static_half_products(math.inf, n, k)  # a metric's residual is long
+    perceptual = static_half_products(math.inf, n, k)  # a metric's residual is long
+    passes = static_half_products(m, n, k_y) + perceptual + ((min(m, n) + perceptual) if pencil else 0)
     return passes >= n
 
 
 def eigenpairs(generator: Callable, forward: Callable, metric: Callable, z0: torch.Tensor, *, k: int = DEFAULT_K,
                k_y: int | None = None, solver: str = DEFAULT_SOLVER, tol: float = DEFAULT_TOL, max_memory: int | None = None,
-               batch: int | None = None, seed: int = 0, pencil: bool = False, linearize: bool | str = "auto") -> EigenStage:
+               batch: int | None = None, seed: int = 0, pencil: bool = False, pencil_follows: bool = False,
+               linearize: bool | str = "auto") -> EigenStage:
     """Top eigenpairs of H_Y and H_X at ``z0``: the eigen stage of :func:`explore` and of ``hvp-explore eig``.
 
     Args:
@@ -415,9 +425,12 @@ def eigenpairs(generator: Callable, forward: Callable, metric: Callable, z0: tor
         pencil: H_X goes on into the generalized pencil: when that pencil will be solved densely
             (:func:`~hvp_explore.eigen.generalized.pencil_solver`) and ``solver`` is ``"auto"``, H_X's pairs come from the
             Jacobian it needs anyway (``solver="jacobian"``; the operator keeps :math:`J^T J` for the pencil).
+        pencil_follows: A generalized pencil of Gauss-Newton operators at ``z0`` follows the stage (``explore``'s
+            ``generalized`` and ``unobserved`` modes; implied by ``pencil``): its products count for ``linearize="auto"``,
+            and it can be built on the stage's ``generator``.
         linearize: Build both operators on the generator's first-order model at ``z0``
             (:class:`~hvp_explore.operators.linearized.LinearizedGenerator`: the same matrices, whose products skip the
-            generator) after taking its Jacobian, n products: ``True``, ``False``, or ``"auto"`` (the default): when the two
+            generator) after taking its Jacobian, n products: ``True``, ``False``, or ``"auto"`` (the default): when the
             solves would pass at least n vectors through the generator (:func:`worth_linearizing`) and the metric has a
             residual form (a double-backprop Hessian has the generator's second-order terms too).
 
@@ -435,7 +448,7 @@ def eigenpairs(generator: Callable, forward: Callable, metric: Callable, z0: tor
     k, k_y = check("k", k), (None if k_y is None else check("k_y", k_y))
     timings, block_sizes, ops, results = {}, {}, {}, {}
     if linearize == "auto":
-        linearize = worth_linearizing(forward, metric, n, k=k, k_y=k_y)
+        linearize = worth_linearizing(forward, metric, n, k=k, k_y=k_y, pencil=pencil or pencil_follows)
     if linearize:
         t0 = time.perf_counter()
         generator = LinearizedGenerator(generator, z0, block_size=batch, max_memory=max_memory)
@@ -455,7 +468,7 @@ def eigenpairs(generator: Callable, forward: Callable, metric: Callable, z0: tor
         result = top_eigenpairs(op, count, solver=chosen, tol=tol, seed=seed, probe=False)  # reproducible: no timing
         ops[name], results[name] = op, (numerical_rank_part(result) if name == "H_Y" else result)
         timings["eigen_y" if name == "H_Y" else "eigen_x"] = time.perf_counter() - t0
-    return EigenStage(ops["H_Y"], ops["H_X"], results["H_Y"], results["H_X"], block_sizes, timings)
+    return EigenStage(ops["H_Y"], ops["H_X"], results["H_Y"], results["H_X"], block_sizes, timings, generator)
 
 
 def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: Callable, num_solutions: int = DEFAULT_NUM_SOLUTIONS,
@@ -538,15 +551,15 @@ def explore(generator: Callable, forward: Callable, y: torch.Tensor, *, metric: 
     with progress_bar("exploring", 4, quiet=quiet) as bar:
         bar.advance(0, status="eigenpairs")
         eig = eigenpairs(G, forward, metric, z0, k=min(count, K) if mode in PENCIL_MODES else K, k_y=k_y, solver=solver, tol=tol,
-                         max_memory=max_memory, batch=batch, seed=seed, pencil=mode == "generalized")
+                         max_memory=max_memory, batch=batch, seed=seed, pencil=mode == "generalized", pencil_follows=mode in PENCIL_MODES)
         H_Y, H_X, eig_y, eig_x, k_y, m = eig.H_Y, eig.H_X, eig.eig_y, eig.eig_x, eig.eig_y.requested, eig.H_Y.residual_dim
         block_sizes = eig.block_sizes
         timings.update(eig.timings)
         bar.advance(2, status="directions")
         t0 = time.perf_counter()
         pencil_op = H_X
-        if mode == "unobserved":  # the metric of what A cannot see, against H_Y
-            pencil_op = unobserved_hessian(G, forward, metric, z0)
+        if mode == "unobserved":  # the metric of what A cannot see, against H_Y (through the stage's Jacobian of G, if it took one)
+            pencil_op = unobserved_hessian(eig.generator, forward, metric, z0)
             pencil_op.block_size = H_X.block_size
         directions, pencil = make_directions(mode, eig_y, eig_x, count=count, K=K, threshold=threshold, H_X=pencil_op, H_Y=H_Y,
                                              eps=eps, tol=tol, seed=seed)
