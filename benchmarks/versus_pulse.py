@@ -262,6 +262,9 @@ def summarise(rows: list[dict]) -> list[dict]:
     return summary
 
 
+#: The time-to-10 target each case's budget is priced at: the faces' is issue #22's (the table's 0.1 is issue #14's),
+#: Fashion-MNIST x4's the table's.
+BUDGETS = {"faces-sr": 0.12, "default-sr": TARGETS["time to 10 feasible / sequential PULSE"][1]}
 #: The stages of e-GLASS's time to N, in the order they run (``explore``'s timings, the inversion's first).
 STAGES = ("inversion: csgm", "inversion: gauss_newton", "inversion: iagan", "linearize", "eigen_y", "eigen_x", "directions", "steps",
           "distances", "unobserved_share")
@@ -274,7 +277,7 @@ def profile(rows: list[dict]) -> list[dict]:
         rs = [r for r in rows if r["case"] == case and r.get("stages")]
         if not rs:
             continue
-        target = {"faces-sr": 0.12, "default-sr": 0.15}.get(case)
+        target = BUDGETS.get(case)
         for label, n in (("n10", 10), ("n100", 100)):
             entry = {"case": case, "N": n}
             for stage in STAGES:
@@ -286,9 +289,27 @@ def profile(rows: list[dict]) -> list[dict]:
             if n == 10:
                 entry["floor passes"] = f"{statistics.median(r['floor_s']['total'] for r in rs):.3g}"
                 if target:
-                    entry["issue #22's budget"] = f"{statistics.median(target * r['pulse']['time_10'] for r in rs):.3g} ({target:g}x)"
+                    entry["budget of the target"] = f"{statistics.median(target * r['pulse']['time_10'] for r in rs):.3g} ({target:g}x)"
             out.append(entry)
     return out
+
+
+def render(payload: dict) -> str:
+    """The docs/benchmarks.md section of a run: the figures, then where e-GLASS's time goes."""
+    m = payload["machine"]
+    md = [f"Command: `{payload['command'].strip()}` ({m['cores']} cores, torch {m['torch']}, {m['date']}, load average at start "
+          f"{m.get('load_average_at_start')}, {payload['seconds']:.0f} s). JSON: `benchmarks/results/versus_pulse.json`. Medians over the "
+          f"observations with 95% bootstrap intervals; e-GLASS's walks: {DIVERSITY_WALK_STEPS} steps of 4 walkers.", "",
+          markdown_table(payload["summary"], [(c, c) for c in ("case", "figure", "median", "95% CI", "observations", "target", "met")]), "",
+          "Where e-GLASS's time goes: median seconds per stage over the observations (the inversion's stages, then `explore`'s; "
+          "`linearize` is the generator's Jacobian, taken where it pays, `eigen_y` and `eigen_x` the two eigensolves, `steps` "
+          "the feasible step searches), e-GLASS's and PULSE's times to N, the floor passes (one batched call of k products of "
+          "H_X and of H_Y and one batch of 10 generator passes: the least any exploration of 10 solutions takes after the "
+          "first solution) and the budget of the time-to-10 target (the faces' at issue #22's 0.12x, Fashion-MNIST x4's at "
+          "the table's 0.15x).", "",
+          markdown_table(payload["profile"], [(c, c) for c in ("case", "N", *STAGES, "e-GLASS time to N", "floor passes", "PULSE time to N",
+                                                          "budget of the target")])]
+    return "\n".join(md)
 
 
 def main(argv=None) -> None:
@@ -332,19 +353,7 @@ def main(argv=None) -> None:
                "rows": rows, "summary": summary, "profile": stage_profile}
     path = write_json("versus_pulse", payload)
     partial.unlink(missing_ok=True)
-    m = payload["machine"]
-    md = [f"Command: `{payload['command'].strip()}` ({m['cores']} cores, torch {m['torch']}, {m['date']}, load average at start "
-          f"{m.get('load_average_at_start')}, {payload['seconds']:.0f} s). JSON: `benchmarks/results/versus_pulse.json`. Medians over the "
-          f"observations with 95% bootstrap intervals; e-GLASS's walks: {DIVERSITY_WALK_STEPS} steps of 4 walkers.", "",
-          markdown_table(summary, [(c, c) for c in ("case", "figure", "median", "95% CI", "observations", "target", "met")]), "",
-          "Where e-GLASS's time goes: median seconds per stage over the observations (the inversion's stages, then `explore`'s; "
-          "`linearize` is the generator's Jacobian, taken where it pays, `eigen_y` and `eigen_x` the two eigensolves, `steps` "
-          "the feasible step searches), e-GLASS's and PULSE's times to N, the floor passes (one batched call of k products of "
-          "H_X and of H_Y and one batch of 10 generator passes: the least any exploration of 10 solutions takes after the "
-          "first solution) and issue #22's budget for time to 10.", "",
-          markdown_table(stage_profile, [(c, c) for c in ("case", "N", *STAGES, "e-GLASS time to N", "floor passes", "PULSE time to N",
-                                                          "issue #22's budget")])]
-    update_doc_section("versus-pulse", "\n".join(md))
+    update_doc_section("versus-pulse", render(payload))
     print(f"wrote {path}")
 
 
