@@ -600,9 +600,8 @@ def test_both_metrics_on_the_linearized_generator_are_the_same_matrices(metric_n
 def test_the_eigen_stage_linearizes_where_the_solves_would_pass_more_than_n_vectors():
     """``worth_linearizing`` by the static counts of ``auto``: the face generator's problem (n = 100, m = 768, top 10 and 6)
     passes 36 + 64 = 100 vectors, the embedded default's (n = 512, m = 64) 64 + 64, and a pencil after the solves more; a
-    metric without a residual form
-    never linearizes (its Hessian has the generator's second-order terms). The stage's eigenpairs are those of the
-    operators on the generator itself."""
+    metric without a residual form is left on the generator (double backprop: the rule takes only Gauss-Newton
+    operators). The stage's eigenpairs are those of the operators on the generator itself."""
     from hvp_explore import LinearizedGenerator
     from hvp_explore.exploration.explorer import eigenpairs, worth_linearizing
     from hvp_explore.problems import SuperResolution

@@ -387,7 +387,8 @@ def worth_linearizing(forward: Callable, metric: Callable, n: int, *, k: int = D
     r"""Whether the exploration's eigen stage should take the generator's Jacobian first (n Jacobian-vector products).
 
     Yes when the metric has a residual form (then every operator is a Gauss-Newton form, which depends on the generator
-    only through its Jacobian at z0) and the eigensolves, by the static product counts ``auto`` goes by
+    only through its Jacobian at z0; a metric without one is differentiated by double backprop, which this rule leaves
+    on the generator) and the eigensolves, by the static product counts ``auto`` goes by
     (:func:`~hvp_explore.eigen.solvers.static_half_products`), would pass at least n vectors through the generator: the
     face generator (n = 100, x4 super-resolution: 36 for the top 6 of H_Y and 64 for the top 10 of H_X), not the
     embedded default (n = 512: 128). With ``pencil`` a generalized pencil of two such operators follows (the
@@ -432,7 +433,7 @@ def eigenpairs(generator: Callable, forward: Callable, metric: Callable, z0: tor
             (:class:`~hvp_explore.operators.linearized.LinearizedGenerator`: the same matrices, whose products skip the
             generator) after taking its Jacobian, n products: ``True``, ``False``, or ``"auto"`` (the default): when the
             solves would pass at least n vectors through the generator (:func:`worth_linearizing`) and the metric has a
-            residual form (a double-backprop Hessian has the generator's second-order terms too).
+            residual form (Gauss-Newton operators; the rule leaves double-backprop Hessians on the generator).
 
     Raises:
         ValueError: ``k`` or ``k_y`` outside 1..n-1.

@@ -12,8 +12,9 @@ in memory-sized batches, once; it pays where the two eigensolves would pass more
 generator (:func:`~hvp_explore.eigen.solvers.static_half_products`): the face generator's n = 100 latents, not the
 embedded default's 512 (docs/exploration.md).
 
-Only the Gauss-Newton forms are the same: a Hessian by double backprop (a metric without a residual form) also has
-second-order terms of the generator, which :math:`G_\ell` does not have.
+The Hessian of a function of the image, :math:`\nabla^2_z f(G(z))`, also has the generator's second-order terms
+:math:`\sum_i \partial f / \partial x_i \, \nabla^2 G_i`, which :math:`G_\ell` does not have; they vanish where
+:math:`\nabla_x f = 0` (a distance to :math:`x_0` at :math:`z_0`), not in general.
 """
 
 from __future__ import annotations
