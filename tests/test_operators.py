@@ -572,6 +572,10 @@ def test_linearized_generator_is_the_first_order_model_at_z0(conv_generator):
     assert torch.equal(lin(z0[None]), x0)
     assert rel(lin(z0 + D), x0 + (D @ J.T).reshape(3, 1, 8, 8)) < RTOL
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in conv_generator.modules())
+    # under a memory budget (the eigen stage's --max-memory) the batches are fitted to it by a measured probe, whose
+    # products count: the same Jacobian
+    fitted = LinearizedGenerator(conv_generator, z0, block_size=8, max_memory=1 << 30)
+    assert rel(fitted.jacobian, J) < RTOL and fitted.num_matvecs > 16
 
 
 @pytest.mark.parametrize("metric_name", ["pixel", "classifier"])

@@ -48,7 +48,8 @@ class LinearizedGenerator:
         z0: The point (n,).
         latent_dim, image_shape: As the generator's.
         seconds: Time to take the Jacobian.
-        num_matvecs: Jacobian-vector products taken (n).
+        num_matvecs: Products taken: the Jacobian's n, and those of the memory probe that fits the batches to
+            ``max_memory`` when one is given (:func:`~hvp_explore.operators.memory.fit_block_size`).
 
     Example:
         >>> W = torch.randn(12, 3, dtype=torch.float64)
