@@ -265,7 +265,7 @@ class EigenStage:
     eig_x: EigenResult
     block_sizes: dict
     timings: dict
-    generator: Callable | None = None
+    generator: Callable
 
 
 def farthest_first(distances: torch.Tensor, count: int, start: int) -> list[int]:

@@ -110,12 +110,6 @@ def _channels_out(layer: nn.Module) -> int:
     return layer.weight.shape[_channel_dim(layer)]
 
 
-def _replace(owner: nn.Module, path: str, module: nn.Module) -> None:
-    """Put ``module`` at the dotted ``path`` below ``owner``."""
-    parent, _, name = path.rpartition(".")
-    setattr(owner.get_submodule(parent) if parent else owner, name, module)
-
-
 def _is_eval_batch_norm(module: nn.Module) -> bool:
     return (isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
             and module.running_mean is not None and module.running_var is not None)
@@ -164,7 +158,7 @@ def _folded_copy(module: nn.Module) -> nn.Module:
                 continue
             if _is_eval_batch_norm(bn) and _foldable(layer) and _channels_out(layer) % bn.num_features == 0:
                 _fold(layer, *batch_norm_affine(bn))
-                _replace(owner, bn_path, nn.Identity())
+                owner.set_submodule(bn_path, nn.Identity())
     for parent in clone.modules():
         names = list(parent._modules)
         for i, name in enumerate(names):

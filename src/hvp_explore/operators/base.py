@@ -185,17 +185,20 @@ class CurvatureOperator(ABC):
         """Product with one vector of shape (n,); NumPy in gives NumPy out."""
         if tuple(v.shape) != (self._n,):
             raise ValueError(f"matvec expects a vector of shape ({self._n},), got {tuple(v.shape)}")
-        if isinstance(v, np.ndarray):
-            return self._products(torch.as_tensor(v)).cpu().numpy().astype(v.dtype, copy=False)
-        return self._products(v)
+        return self._numpy_in_numpy_out(v)
 
     def matmat(self, V: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
         """Product with a block of shape (n, b), split into chunks of at most ``block_size`` columns."""
         if V.ndim != 2 or V.shape[0] != self._n:
             raise ValueError(f"matmat expects a block of shape ({self._n}, b), got {tuple(V.shape)}")
+        return self._numpy_in_numpy_out(V)
+
+    def _numpy_in_numpy_out(self, V: torch.Tensor | np.ndarray, *, quadratic: bool = False) -> torch.Tensor | np.ndarray:
+        """:meth:`_products` of a tensor, or of an array returned as an array of its dtype (``matvec``, ``matmat``,
+        ``quadratic_forms``)."""
         if isinstance(V, np.ndarray):
-            return self._products(torch.as_tensor(V)).cpu().numpy().astype(V.dtype, copy=False)
-        return self._products(V)
+            return self._products(torch.as_tensor(V), quadratic=quadratic).cpu().numpy().astype(V.dtype, copy=False)
+        return self._products(V, quadratic=quadratic)
 
     def _products(self, V: torch.Tensor, *, quadratic: bool = False, check: bool = True) -> torch.Tensor:
         """The counted products (or ``quadratic`` forms) of a block (n, b), or the product of one vector (n,): cast to
@@ -227,9 +230,7 @@ class CurvatureOperator(ABC):
         """
         if V.ndim != 2 or V.shape[0] != self._n:
             raise ValueError(f"quadratic_forms expects a block of shape ({self._n}, b), got {tuple(V.shape)}")
-        if isinstance(V, np.ndarray):
-            return self._products(torch.as_tensor(V), quadratic=True).cpu().numpy().astype(V.dtype, copy=False)
-        return self._products(V, quadratic=True)
+        return self._numpy_in_numpy_out(V, quadratic=True)
 
     def _quadratic(self, V: torch.Tensor) -> torch.Tensor:
         """The (b,) forms :math:`v_i^T A v_i` of a block (operator's dtype and device); default: from the products."""
