@@ -28,6 +28,18 @@ DOC = ROOT / "docs" / "benchmarks.md"
 #: Central missing box (x, y, w, h) of the inpainting problem on the 32 x 32 default images.
 INPAINT_BOX = "8,8,16,16"
 
+#: ``explore``'s stages that run after its solutions are delivered and choose none of them: the perceptual distances between
+#: the plain solutions and the share of their change where the data is missing. A time to N feasible solutions leaves them
+#: out, as PULSE's leaves out the diversity computed of its solutions. Walks choose their solutions by those distances, so
+#: there only the share is a report figure.
+REPORT_STAGES = {"plain": ("distances", "unobserved_share"), "walks": ("unobserved_share",)}
+
+
+def report_seconds(timings: Mapping[str, float], *, walks: bool = False) -> float:
+    """Seconds ``explore`` spent on its report figures after delivering the solutions (:data:`REPORT_STAGES`)."""
+    return sum(timings.get(stage, 0.0) for stage in REPORT_STAGES["walks" if walks else "plain"])
+
+
 
 # --------------------------------------------------------------------------------------------------
 # the machine
