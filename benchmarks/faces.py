@@ -25,7 +25,8 @@ and e-GLASS (``explore``, N = 10, timed end to end until its solutions are deliv
 computes after, ``_common.REPORT_STAGES``, are left out as PULSE's diversity is, and reported apart) against
 PULSE (10 sequential runs on the same generator e-GLASS explored, the IAGAN copy when one was made): wall
 time, feasibility of the saved 8-bit images, mean and minimum pairwise perceptual distance, mean pairwise
-pixel difference, distance to the ground truth. Medians over the 10 faces with 95% bootstrap intervals of the median; photographs per image.
+pixel difference, distance to the ground truth. Medians over the 10 faces with 95% bootstrap intervals of the
+median; photographs per image.
 
     python benchmarks/faces.py       # benchmarks/results/faces.json, docs/figures/faces-*.png, docs/results.md
 """
@@ -118,7 +119,8 @@ def case_study(name: str, clean: torch.Tensor, problem: str, G, metric, *, seed:
     images = torch.stack([s.image for s in res.solutions]) if res.solutions else clean.new_zeros(0, *clean.shape)
     pair_mean, pair_min = pairwise_summary(res.pairwise)
     report_s = report_seconds(res.timings)  # after the solutions are delivered
-    row.update(eglass_s=res.timings["total"] - report_s, eglass_report_s=report_s, inversion_s=inv.seconds, fine_tuned=inv.fine_tuned, first_mse=res.first_mse,
+    row.update(eglass_s=res.timings["total"] - report_s, eglass_report_s=report_s, inversion_s=inv.seconds, fine_tuned=inv.fine_tuned,
+               first_mse=res.first_mse,
                first_gt_mse=float(((res.first_image - clean) / 2).pow(2).mean()),
                eglass_feasible=sum(s.feasible for s in res.solutions), eglass_returned=len(res.solutions),
                eglass_pair_mean=pair_mean, eglass_pair_min=pair_min, eglass_pixel_pair=mean_pixel_difference(images),

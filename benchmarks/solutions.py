@@ -805,7 +805,8 @@ def evaluate_targets(summary: Sequence[dict]) -> tuple[list[dict], list[str]]:
             add(gen, problem, f"{HEADLINE}, forward passes per extra solution", last["marginal_forwards"],
                 MARGINAL_FORWARDS_TARGET,
                 why="an extra solution beyond 2K costs one forward pass at its predicted step, a backtracking pass when the "
-                    "prediction is infeasible, and its Algorithm 1 projection (the report figures after delivery are not counted)")
+                    "prediction is infeasible, and its Algorithm 1 projection (the report figures after delivery are not "
+                    "counted)")
         dense = _largest(summary, gen, problem, "eglass-dense")
         if dense is not None and dense["eigen_seconds"]:
             for solver in EGLASS_SOLVERS[1:]:

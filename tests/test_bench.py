@@ -17,7 +17,7 @@ from hvp_explore.exploration import explore
 # The harness is a script under benchmarks/; it puts that folder on sys.path for its _common helpers, as here.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import solutions as bench  # noqa: E402
-from _common import REPORT_STAGES, Case, machine_with_load, median_repetition  # noqa: E402
+from _common import REPORT_STAGES, Case, machine_with_load, median_repetition, report_seconds  # noqa: E402
 from solutions import (  # noqa: E402
     GeneratorSetup,
     add_ratios,
@@ -64,8 +64,6 @@ def test_time_to_n_feasible_is_the_prefix_up_to_the_nth_feasible_run():
 def test_report_seconds_are_explores_stages_after_the_solutions():
     # A time to N feasible leaves out what explore computes after delivering them and chooses no solution by: the
     # plain run's distances and the unobserved share; walks choose by their distances, so only the share is left out.
-    from _common import report_seconds
-
     timings = {"inversion": 5.0, "eigen_x": 1.0, "steps": 0.5, "distances": 0.25, "walks": 2.0, "unobserved_share": 0.125}
     assert report_seconds(timings) == 0.375
     assert report_seconds(timings, walks=True) == 0.125
@@ -75,6 +73,28 @@ def test_report_seconds_are_explores_stages_after_the_solutions():
     # the names are explore's own: a renamed stage would otherwise be counted as delivery time without a word
     assert {"distances", "unobserved_share"} <= res.timings.keys()
     assert report_seconds(res.timings) == res.timings["distances"] + res.timings["unobserved_share"] > 0
+
+
+def test_eglass_times_of_solutions_py_stop_before_the_report_figures(monkeypatch):
+    # Charged 100 s more of report figures than explore took, every e-GLASS time goes negative: the subtraction is
+    # applied, with report_seconds' value for the very run whose breakdown the row keeps (one repeat).
+    from hvp_explore import invert
+
+    seen = []
+
+    def charged(timings, **kwargs):
+        seen.append(report_seconds(timings, **kwargs))
+        return seen[-1] + 100.0
+
+    monkeypatch.setattr(bench, "report_seconds", charged)
+    case = tiny_case()
+    inv = invert(case.generator, case.forward, case.y, tau=TAU, restarts=2, steps=300, seed=0, quiet=True)
+    setup = GeneratorSetup("tiny", ns=(1, 2), methods=("eglass-auto",), repeats=1)
+    rows = bench._eglass_rows(case, setup, inv, "eglass-auto", tau=TAU, seed=0, lpips_metric=None, log=lambda _: None)
+    assert [r["N"] for r in rows] == [1, 2] and len(seen) == 2
+    for r, report in zip(rows, seen):
+        assert r["seconds_run"] < 0
+        assert report == r["breakdown"]["distances"] + r["breakdown"]["unobserved_share"] > 0
 
 
 def test_median_repetition_keeps_the_median_run_and_stops_when_expensive():
