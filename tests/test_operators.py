@@ -556,6 +556,32 @@ def test_quadratic_forms_match_the_dense_matrices(matrix_pair):
         A.quadratic_forms(V[:5])
 
 
+def test_projections_match_the_dense_matrices(matrix_pair):
+    """Q^T A Q: by products for any operator, by the Gram matrix of J Q (forward mode only, never a reverse pass) for
+    Gauss-Newton ones, term by term for combinations; symmetric, counted as b products."""
+    (A, MA), (B, MB) = matrix_pair
+    Q = torch.randn(9, 4, generator=rng(), dtype=torch.float64)
+    combo = (A - 0.5 * B).shifted(0.3)
+    M = MA - 0.5 * MB + 0.3 * torch.eye(9, dtype=torch.float64)
+    P = combo.projected(Q)
+    assert rel(P, Q.T @ M @ Q) < 1e-14 and torch.equal(P, P.T)
+    assert combo.num_matvecs == 4 and A.num_matvecs == 4 and B.num_matvecs == 4
+    gen = TinyConvGenerator()
+    z0 = torch.randn(16, generator=rng(), dtype=torch.float64)
+    H_Y = measurement_hessian(gen, torch.nn.AvgPool2d(2), z0)
+    J = torch.autograd.functional.jacobian(lambda z: torch.nn.AvgPool2d(2)(gen(z[None])).reshape(-1), z0)
+    H_Y.block_size = 2  # chunks of the block: the Gram matrix is still of all its columns
+    H_Y._batched_vjp = lambda *_: pytest.fail("a projection of a Gauss-Newton operator takes no reverse pass")
+    W = torch.randn(16, 5, generator=rng(1), dtype=torch.float64)
+    assert rel(H_Y.projected(W), W.T @ J.T @ J @ W) < 1e-12
+    assert rel(H_Y.projected(W[:, :1]), W[:, :1].T @ J.T @ J @ W[:, :1]) < 1e-12  # one column
+    assert (H_Y.num_matvecs, H_Y.num_calls) == (6, 4)
+    out = A.projected(Q.numpy())
+    assert isinstance(out, np.ndarray) and out.shape == (4, 4)
+    with pytest.raises(ValueError, match="projected expects a block"):
+        A.projected(Q[:5])
+
+
 # --- the generator's first-order model, shared by both metrics -------------------------------------
 
 def test_linearized_generator_is_the_first_order_model_at_z0(conv_generator):

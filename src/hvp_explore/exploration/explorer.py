@@ -322,8 +322,7 @@ def direction_curvatures(H: CurvatureOperator, D: torch.Tensor, *, rtol: float =
     D = D.to(device="cpu", dtype=torch.float64)
     U, S, _ = torch.linalg.svd(D, full_matrices=False)
     Q = U[:, : int((S > rtol * S[0]).sum()) if S.numel() else 0]  # r <= P columns: independent directions keep P
-    C = Q.T @ H.matmat(Q.to(device=H.device, dtype=H.dtype)).to(torch.float64).cpu()
-    C = (C + C.T) / 2  # symmetric up to the products' rounding
+    C = H.projected(Q.to(device=H.device, dtype=H.dtype)).to(device="cpu", dtype=torch.float64)  # Q^T H Q
     coefficients = Q.T @ D
     return (coefficients * (C @ coefficients)).sum(0)
 

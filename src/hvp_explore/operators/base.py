@@ -18,7 +18,7 @@ import math
 import numbers
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -236,6 +236,30 @@ class CurvatureOperator(ABC):
         """The (b,) forms :math:`v_i^T A v_i` of a block (operator's dtype and device); default: from the products."""
         return (V * self._matmat(V)).sum(dim=0)
 
+    def projected(self, Q: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+        r"""The (b, b) matrix :math:`Q^T A Q` of a block ``Q`` (n, b): the operator on span(Q) when Q is orthonormal.
+
+        What Rayleigh-Ritz on a given subspace needs, and every quadratic form inside it at once:
+        :math:`(Q c)^T A (Q c) = c^T (Q^T A Q) c`. By default from the products; operators with a cheaper route
+        override ``_projected`` (a Gauss-Newton operator: the Gram matrix :math:`(J Q)^T (J Q)` of its forward-mode
+        half, as for :meth:`quadratic_forms`). Symmetric by construction; counted as b products. NumPy in gives NumPy out.
+        """
+        if Q.ndim != 2 or Q.shape[0] != self._n:
+            raise ValueError(f"projected expects a block of shape ({self._n}, b), got {tuple(Q.shape)}")
+        if isinstance(Q, np.ndarray):
+            return self.projected(torch.as_tensor(Q)).cpu().numpy().astype(Q.dtype, copy=False)
+        if Q.dtype != self._dtype or Q.device != self._device:
+            Q = Q.to(device=self._device, dtype=self._dtype)
+        with frozen_modules(*self._modules) if self._freezes else contextlib.nullcontext():
+            out = self._projected(Q)
+        self._guard(out, "a projection")
+        return out
+
+    def _projected(self, Q: torch.Tensor) -> torch.Tensor:
+        """:math:`Q^T A Q` (b, b) of a block, its products counted; default: from the products, symmetrised (rounding)."""
+        out = Q.T @ self._blockwise(Q)
+        return (out + out.T) / 2
+
     def _single(self, v: torch.Tensor) -> torch.Tensor:
         """``_matvec`` of one vector (n,), counted, output detached (the caller has converted ``v`` and frozen the modules)."""
         out = self._matvec(v)
@@ -243,14 +267,16 @@ class CurvatureOperator(ABC):
         self.num_calls += 1
         return out.detach() if out.requires_grad else out
 
-    def _blockwise(self, V: torch.Tensor, *, quadratic: bool = False) -> torch.Tensor:
-        """``_matmat`` (or ``_quadratic``) on chunks of at most ``block_size`` columns of ``V``, counted, outputs detached.
+    def _blockwise(self, V: torch.Tensor, *, quadratic: bool = False,
+                   apply: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """``_matmat`` (or ``_quadratic``, or ``apply``: a block (n, c) to (..., c)) on chunks of at most ``block_size``
+        columns of ``V``, counted as products, outputs detached and joined along their last dimension.
 
         The caller has converted ``V`` and frozen the modules; a :class:`LinearCombination` calls this on
         its terms, so each term keeps its own memory budget and product counters.
         """
         b = V.shape[1]
-        apply = self._quadratic if quadratic else self._matmat
+        apply = apply or (self._quadratic if quadratic else self._matmat)
         # a single vector needs no memory estimate (which may cost a forward pass the first time)
         step = 1 if b == 1 else self.block_size or self.memory_block() or max(b, 1)
         if 0 < b <= step:  # one call: no slicing, no copy (a single-vector Krylov solve calls this hundreds of times)
@@ -532,6 +558,13 @@ class LinearCombination(CurvatureOperator):
         # each term's own (possibly cheaper) forms: v^T C v = sum_i c_i v^T A_i v + s ||v||^2
         out = sum(c * op._blockwise(V, quadratic=True) for c, op in self._terms)
         return out + self._shift * V.pow(2).sum(dim=0) if self._shift else out
+
+    def _projected(self, Q: torch.Tensor) -> torch.Tensor:
+        # each term's own (possibly cheaper) projection: Q^T C Q = sum_i c_i Q^T A_i Q + s Q^T Q
+        out = sum(c * op._projected(Q) for c, op in self._terms)
+        self.num_matvecs += Q.shape[1]
+        self.num_calls += 1
+        return out + self._shift * (Q.T @ Q) if self._shift else out
 
 
 def _combination_name(terms: tuple[tuple[float, CurvatureOperator], ...], shift: float) -> str:

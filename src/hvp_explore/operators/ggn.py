@@ -155,6 +155,11 @@ class GaussNewtonOperator(CurvatureOperator):
             return self._single_jvp(V[:, 0]).pow(2).sum().reshape(1)
         return self._batched_jvp(V.T.contiguous()).pow(2).sum(dim=1)
 
+    def _projected(self, Q: torch.Tensor) -> torch.Tensor:
+        # Q^T J^T J Q = (J Q)^T (J Q): the forward-mode halves of the products, then a Gram matrix (symmetric as computed)
+        JQ = self._blockwise(Q, apply=lambda V: self._batched_jvp(V.T.contiguous()).T)  # (m, b)
+        return JQ.T @ JQ
+
     @property
     def saved_bytes(self) -> int:
         if self._saved_bytes is None:
