@@ -120,8 +120,7 @@ def case_study(name: str, clean: torch.Tensor, problem: str, G, metric, *, seed:
     pair_mean, pair_min = pairwise_summary(res.pairwise)
     report_s = report_seconds(res.timings)  # after the solutions are delivered
     row.update(eglass_s=res.timings["total"] - report_s, eglass_report_s=report_s, inversion_s=inv.seconds, fine_tuned=inv.fine_tuned,
-               first_mse=res.first_mse,
-               first_gt_mse=float(((res.first_image - clean) / 2).pow(2).mean()),
+               first_mse=res.first_mse, first_gt_mse=float(((res.first_image - clean) / 2).pow(2).mean()),
                eglass_feasible=sum(s.feasible for s in res.solutions), eglass_returned=len(res.solutions),
                eglass_pair_mean=pair_mean, eglass_pair_min=pair_min, eglass_pixel_pair=mean_pixel_difference(images),
                eglass_gt_mse=float(((images - clean) / 2).pow(2).mean()),

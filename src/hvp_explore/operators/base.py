@@ -118,6 +118,10 @@ def frozen_modules(*callables: object) -> Iterator[None]:
             p.requires_grad_(True)
 
 
+#: What :meth:`CurvatureOperator._products` computes, as a fault names it.
+_KINDS = {"product": "a product", "quadratic": "a quadratic form", "projection": "a projection"}
+
+
 class CurvatureOperator(ABC):
     r"""A symmetric ``n x n`` operator defined by its products (positive semi-definite for curvature).
 
@@ -193,28 +197,31 @@ class CurvatureOperator(ABC):
             raise ValueError(f"matmat expects a block of shape ({self._n}, b), got {tuple(V.shape)}")
         return self._numpy_in_numpy_out(V)
 
-    def _numpy_in_numpy_out(self, V: torch.Tensor | np.ndarray, *, quadratic: bool = False) -> torch.Tensor | np.ndarray:
+    def _numpy_in_numpy_out(self, V: torch.Tensor | np.ndarray, *, kind: str = "product") -> torch.Tensor | np.ndarray:
         """:meth:`_products` of a tensor, or of an array returned as an array of its dtype (``matvec``, ``matmat``,
-        ``quadratic_forms``)."""
+        ``quadratic_forms``, ``projected``)."""
         if isinstance(V, np.ndarray):
-            return self._products(torch.as_tensor(V), quadratic=quadratic).cpu().numpy().astype(V.dtype, copy=False)
-        return self._products(V, quadratic=quadratic)
+            return self._products(torch.as_tensor(V), kind=kind).cpu().numpy().astype(V.dtype, copy=False)
+        return self._products(V, kind=kind)
 
-    def _products(self, V: torch.Tensor, *, quadratic: bool = False, check: bool = True) -> torch.Tensor:
-        """The counted products (or ``quadratic`` forms) of a block (n, b), or the product of one vector (n,): cast to
-        the operator's dtype and device, modules frozen, guarded against NaN and inf (``check=False``: the caller
-        guards them, as the scipy bridge does on its NumPy copy).
+    def _products(self, V: torch.Tensor, *, kind: str = "product", check: bool = True) -> torch.Tensor:
+        """The counted products of a block (n, b) or of one vector (n,), or a block's quadratic forms (``kind="quadratic"``)
+        or projection :math:`V^T A V` (``kind="projection"``): cast to the operator's dtype and device, modules frozen,
+        guarded against NaN and inf (``check=False``: the caller guards them, as the scipy bridge does on its NumPy copy).
 
-        What ``matvec``, ``matmat``, ``quadratic_forms`` and the scipy bridge share; each step is skipped when it has
-        nothing to do, since a single-vector Krylov solve of a cheap operator (a product of 0.15 ms) calls this
-        hundreds of times.
+        What ``matvec``, ``matmat``, ``quadratic_forms``, ``projected`` and the scipy bridge share; each step is skipped
+        when it has nothing to do, since a single-vector Krylov solve of a cheap operator (a product of 0.15 ms) calls
+        this hundreds of times.
         """
         if V.dtype != self._dtype or V.device != self._device:
             V = V.to(device=self._device, dtype=self._dtype)
         with frozen_modules(*self._modules) if self._freezes else contextlib.nullcontext():
-            out = self._single(V) if V.ndim == 1 else self._blockwise(V, quadratic=quadratic)
+            if kind == "projection":
+                out = self._projected(V)
+            else:
+                out = self._single(V) if V.ndim == 1 else self._blockwise(V, quadratic=kind == "quadratic")
         if check:
-            self._guard(out, "a quadratic form" if quadratic else "a product")
+            self._guard(out, _KINDS[kind])
         return out
 
     def _guard(self, out: torch.Tensor | np.ndarray, what: str = "a product") -> None:
@@ -230,7 +237,7 @@ class CurvatureOperator(ABC):
         """
         if V.ndim != 2 or V.shape[0] != self._n:
             raise ValueError(f"quadratic_forms expects a block of shape ({self._n}, b), got {tuple(V.shape)}")
-        return self._numpy_in_numpy_out(V, quadratic=True)
+        return self._numpy_in_numpy_out(V, kind="quadratic")
 
     def _quadratic(self, V: torch.Tensor) -> torch.Tensor:
         """The (b,) forms :math:`v_i^T A v_i` of a block (operator's dtype and device); default: from the products."""
@@ -246,14 +253,7 @@ class CurvatureOperator(ABC):
         """
         if Q.ndim != 2 or Q.shape[0] != self._n:
             raise ValueError(f"projected expects a block of shape ({self._n}, b), got {tuple(Q.shape)}")
-        if isinstance(Q, np.ndarray):
-            return self.projected(torch.as_tensor(Q)).cpu().numpy().astype(Q.dtype, copy=False)
-        if Q.dtype != self._dtype or Q.device != self._device:
-            Q = Q.to(device=self._device, dtype=self._dtype)
-        with frozen_modules(*self._modules) if self._freezes else contextlib.nullcontext():
-            out = self._projected(Q)
-        self._guard(out, "a projection")
-        return out
+        return self._numpy_in_numpy_out(Q, kind="projection")
 
     def _projected(self, Q: torch.Tensor) -> torch.Tensor:
         """:math:`Q^T A Q` (b, b) of a block, its products counted; default: from the products, symmetrised (rounding)."""
